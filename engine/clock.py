@@ -1,0 +1,58 @@
+"""Vector clocks: actor id (string) -> number of changes seen from that actor."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from typing import Any
+
+import bson
+from bson.int64 import Int64
+
+from .errors import CausalityError
+
+VectorClock = dict[str, int]
+ClockKey = tuple[tuple[str, int], ...]
+#: Prefix of the name given to a Yjs client that never registered an actor name.
+ANONYMOUS = "y:"
+
+
+def client_id_for(actor: str) -> int:
+    """The Yjs client id of an actor: 53 bits of its hash, so JavaScript numbers hold it."""
+    digest = hashlib.blake2b(actor.encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") & ((1 << 53) - 1)
+
+
+def clock_key(clock: Mapping[str, int]) -> ClockKey:
+    """A hashable, canonical form of a clock (zero entries dropped)."""
+    return tuple(sorted((a, n) for a, n in clock.items() if n))
+
+
+def clock_to_bson(clock: Mapping[str, int]) -> bytes:
+    """A clock as a BSON document of int64 counters, actors in sorted order."""
+    return bson.encode({a: Int64(n) for a, n in sorted(clock.items())})
+
+
+def clock_from_bson(data: bytes) -> VectorClock:
+    """Parse a clock from BSON; counters must be non-negative integers."""
+    try:
+        doc: dict[str, Any] = bson.decode(data)
+    except Exception as exc:
+        raise CausalityError(f"malformed vector clock BSON: {exc}") from None
+    return validate_clock(doc)
+
+
+def validate_clock(clock: Mapping[str, Any]) -> VectorClock:
+    out: VectorClock = {}
+    for actor, n in clock.items():
+        if not isinstance(actor, str) or not actor:
+            raise CausalityError("vector clock actors must be non-empty strings")
+        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+            raise CausalityError(f"vector clock counter for {actor!r} must be an integer >= 0")
+        out[actor] = int(n)
+    return out
+
+
+def dominates(a: Mapping[str, int], b: Mapping[str, int]) -> bool:
+    """True when ``a`` has seen everything ``b`` has."""
+    return all(a.get(k, 0) >= v for k, v in b.items())

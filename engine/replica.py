@@ -1,0 +1,884 @@
+"""A document replica: one actor's copy of one BSON document, on a pycrdt ``Doc``.
+
+The replica keeps two views of the document in step:
+
+* the CRDT (a pycrdt ``Doc`` in the layout described in :mod:`.values`), which merges concurrent
+  changes and produces the update bytes other replicas need;
+* a *mirror*: the document as plain Python values in field order. Every diff is validated and
+  resolved against the mirror before the CRDT is touched (pycrdt cannot roll a transaction back),
+  code-point positions are turned into pycrdt's UTF-8 byte offsets with it, and snapshots are
+  encoded from it.
+
+Local diffs update the mirror directly; remote updates update it from pycrdt's deep events, which
+also yields the *effective* change as a diff. Tests compare the mirror with a fresh reading of the
+CRDT after every step.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from pycrdt import Array, Doc, Map, Text, TransactionEvent
+
+from . import yupdate
+from .clock import ANONYMOUS, VectorClock, client_id_for, clock_key, validate_clock
+from .diff import Op, ParsedDiff, Path, encode_ops, parse_diff
+from .errors import (
+    CausalityError,
+    EngineError,
+    HistoryCompacted,
+    MalformedDiff,
+    MalformedUpdate,
+    MissingDependencies,
+    PathError,
+    TypeMismatch,
+)
+from .history import History, Record
+from .limits import Limits
+from .transform import transform_ops
+from .values import (
+    META,
+    DocNode,
+    clean,
+    counter_total,
+    decode_document,
+    delta_from_crdt,
+    delta_to_crdt,
+    depth_of,
+    doc_entries,
+    encode_document,
+    from_crdt,
+    is_number,
+    max_string,
+    node_from_crdt,
+    to_crdt,
+)
+
+#: Name of the root map holding the document, and of the root map of actor counters.
+ROOT = "doc"
+ACTORS = "actors"
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """What one applied change did.
+
+    ``update`` is what other replicas need (Yjs v1 bytes), ``diff`` the effective change as a BSON
+    diff against the previous version (for followers without a CRDT).
+    """
+
+    version: int
+    actor: str
+    clock: VectorClock
+    update: bytes
+    ops: tuple[Op, ...]
+
+    @property
+    def diff(self) -> bytes:
+        return encode_document(encode_ops(list(self.ops)))
+
+
+class Replica:
+    """One actor's replica of one document. Not thread-safe: drive it from one task."""
+
+    def __init__(self, actor: str, *, limits: Limits | None = None, retain: int | None = 10_000):
+        if not isinstance(actor, str) or not actor or actor.startswith(ANONYMOUS):
+            raise ValueError(f"actor must be a non-empty string not starting with {ANONYMOUS!r}")
+        self.actor = actor
+        self.limits = limits or Limits()
+        self.client_id = client_id_for(actor)
+        self._doc: Doc[Any] = Doc(client_id=self.client_id)
+        self._root: Map[Any] = self._doc.get(ROOT, type=Map)
+        self._actors: Map[Any] = self._doc.get(ACTORS, type=Map)
+        self._mirror = DocNode()
+        self._snapshot: bytes | None = None
+        self._size = 5
+        self._count = 0
+        self._names: dict[int, str] = {}
+        self._pending: dict[bytes, yupdate.UpdateInfo] = {}
+        self._last_update = b""
+        self._doc.observe(self._on_transaction)
+        self._history = History(self._doc.get_update(), 0, clock_key({}), retain)
+
+    # -- reading ---------------------------------------------------------------------------------
+
+    @property
+    def version(self) -> int:
+        """Number of changes this replica has applied."""
+        return self._history.version
+
+    @property
+    def oldest_version(self) -> int:
+        """The oldest version still readable (and usable as a causal context)."""
+        return self._history.base_version
+
+    def clock(self) -> VectorClock:
+        """What this replica has seen of each actor, as a plain dict."""
+        clock: VectorClock = {}
+        named: set[int] = set()
+        for name, n in self._actors.items():
+            clock[name] = int(n)
+            named.add(client_id_for(name))
+        for client, n in yupdate.decode_state_vector(self._doc.get_state()).items():
+            if client not in named and n:
+                clock[f"{ANONYMOUS}{client}"] = n
+        return clock
+
+    def snapshot(self, version: int | None = None, path: Path | None = None) -> bytes:
+        """The document as BSON, at the latest or a retained past version, or one sub-path.
+
+        A sub-path snapshot is ``{"value": <value at path>}`` whatever the value's type.
+        """
+        if version is None or version == self.version:
+            doc: Any = self._mirror
+            if path is None:
+                if self._snapshot is None:
+                    self._snapshot = encode_document(self._mirror)
+                    self._size = len(self._snapshot)
+                return self._snapshot
+        else:
+            doc = self._materialize_at(version)
+        if path:
+            return encode_document({"value": self._get(doc, tuple(path))})
+        return encode_document(doc)
+
+    def to_python(self) -> dict[str, Any]:
+        """The current document as Python values (documents in field order)."""
+        out: dict[str, Any] = decode_document(self.snapshot())
+        return out
+
+    def encode_state(self) -> bytes:
+        """The full CRDT state as one Yjs v1 update (what a new replica merges to catch up)."""
+        return self._doc.get_update()
+
+    def state_vector(self) -> bytes:
+        """The Yjs state vector (what a peer needs to compute the update this replica lacks)."""
+        return self._doc.get_state()
+
+    def update_since(self, state_vector: bytes) -> bytes:
+        """The update holding everything this replica has that ``state_vector`` lacks."""
+        try:
+            return self._doc.get_update(state_vector)
+        except (ValueError, BaseException) as exc:  # pycrdt panics are BaseExceptions
+            if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+                raise
+            raise MalformedUpdate(f"malformed state vector: {exc}") from None
+
+    @property
+    def pending(self) -> int:
+        """How many received updates wait for their dependencies."""
+        return len(self._pending)
+
+    # -- writing ---------------------------------------------------------------------------------
+
+    def apply_diff(self, diff: bytes, context: Mapping[str, int] | None = None) -> Change | None:
+        """Apply a BSON diff made against ``context`` (a vector clock; ``None`` = current state).
+
+        Returns the change, or ``None`` when the diff changed nothing. Raises an
+        :class:`~virtualdom.engine.errors.EngineError` and changes nothing when the diff is bad.
+        """
+        self.limits.check("max_diff_bytes", self.limits.max_diff_bytes, len(diff), "diff size")
+        parsed: ParsedDiff = parse_diff(decode_document(diff), self.limits.max_ops)
+        if parsed.update is not None:
+            if context is not None:
+                raise MalformedDiff("a raw CRDT update carries its own causality; omit the context")
+            info = self._decode_update(parsed.update)
+            if not yupdate.ready(info, self._state()):
+                raise MissingDependencies(
+                    "the update depends on changes this replica has not seen",
+                    self._missing(info),
+                )
+            changes = self._merge_ready(parsed.update)
+            return changes[-1] if changes else None
+        ops = parsed.ops
+        if context is not None:
+            base = self._context_version(context)
+            if base < self.version:
+                ops = transform_ops(ops, self._history.ops_since(base))
+        return self._apply_local(ops)
+
+    def merge(self, update: bytes) -> list[Change]:
+        """Merge a remote update. Out-of-order updates wait until their dependencies arrive;
+        duplicates are harmless. Returns one change per update that became applicable."""
+        self.limits.check("max_diff_bytes", self.limits.max_diff_bytes, len(update), "update size")
+        info = self._decode_update(update)
+        if not yupdate.ready(info, self._state()):
+            self._pending[update] = info
+            return []
+        return self._merge_ready(update)
+
+    def compact(self, *, keep_last: int | None = None, before: int | None = None) -> int:
+        """Forget history older than the last ``keep_last`` versions, or older than version
+        ``before``. The current state does not change. Returns the new oldest version."""
+        if (keep_last is None) == (before is None):
+            raise ValueError("give exactly one of keep_last and before")
+        target = self.version - keep_last if keep_last is not None else before
+        assert target is not None
+        self._history.compact_to(max(0, min(target, self.version)))
+        return self.oldest_version
+
+    # -- internals: local diffs ------------------------------------------------------------------
+
+    def _apply_local(self, ops: list[Op]) -> Change | None:
+        plan = _Plan(self)
+        try:
+            for i, op in enumerate(ops):
+                plan.add(op, i)
+            plan.check_size()
+        except BaseException:
+            plan.undo()
+            raise
+        if not plan.actions:
+            return None
+        self._count = int(self._actors.get(self.actor, 0)) + 1
+        with self._doc.transaction(origin="local"):
+            for action in plan.actions:
+                action()
+            self._actors[self.actor] = self._count
+        self._snapshot = None
+        self._size = plan.size
+        return self._record(plan.effective, self.actor)
+
+    def _record(self, ops: list[Op], actor: str) -> Change:
+        clock = self.clock()
+        change = Change(self.version + 1, actor, clock, self._last_update, tuple(ops))
+        self._history.append(Record(change.version, clock_key(clock), change.update, change.ops))
+        return change
+
+    def _on_transaction(self, event: TransactionEvent) -> None:
+        self._last_update = event.update
+
+    # -- internals: remote updates ---------------------------------------------------------------
+
+    def _decode_update(self, update: bytes) -> yupdate.UpdateInfo:
+        try:
+            return yupdate.decode_update(update)
+        except yupdate.UpdateFormatError as exc:
+            raise MalformedUpdate(f"not a Yjs v1 update: {exc}") from None
+
+    def _state(self) -> dict[int, int]:
+        return yupdate.decode_state_vector(self._doc.get_state())
+
+    def _missing(self, info: yupdate.UpdateInfo) -> dict[str, int]:
+        state = self._state()
+        return {self._name(c): n for c, n in info.dependencies.items() if state.get(c, 0) < n}
+
+    def _name(self, client: int) -> str:
+        if client not in self._names:
+            for name in self._actors:
+                self._names[client_id_for(name)] = name
+        return self._names.get(client, f"{ANONYMOUS}{client}")
+
+    def _merge_ready(self, update: bytes) -> list[Change]:
+        changes = []
+        change = self._merge_one(update)
+        if change is not None:
+            changes.append(change)
+        # Each applied update may unblock buffered ones; loop until none is ready.
+        progress = True
+        while progress and self._pending:
+            progress = False
+            state = self._state()
+            for upd, info in list(self._pending.items()):
+                if yupdate.ready(info, state):
+                    del self._pending[upd]
+                    change = self._merge_one(upd)
+                    if change is not None:
+                        changes.append(change)
+                    progress = True
+                    break
+        return changes
+
+    def _merge_one(self, update: bytes) -> Change | None:
+        before = self._doc.get_state()
+        collected: list[Any] = []
+        sub = self._root.observe_deep(collected.extend)
+        try:
+            self._doc.apply_update(update)
+        except Exception as exc:
+            raise MalformedUpdate(f"update rejected by the CRDT: {exc}") from None
+        finally:
+            self._root.unobserve(sub)
+        if self._doc.get_state() == before and not collected:
+            return None
+        ops = _EventApplier(self).apply(collected)
+        self._snapshot = None
+        actor = self._author(update)
+        return self._record(ops, actor)
+
+    def _author(self, update: bytes) -> str:
+        info = yupdate.decode_update(update)
+        clients = sorted(info.ranges) or sorted(info.delete_set)
+        return self._name(clients[0]) if clients else ""
+
+    # -- internals: contexts and history ---------------------------------------------------------
+
+    def _context_version(self, context: Mapping[str, int]) -> int:
+        ctx = validate_clock(context)
+        now = self.clock()
+        missing = {a: n for a, n in ctx.items() if n > now.get(a, 0)}
+        if missing:
+            raise MissingDependencies(
+                f"the context names changes this replica has not seen: {missing}", missing
+            )
+        version = self._history.version_of(clock_key(ctx))
+        if version is not None:
+            return version
+        if all(n <= dict(self._history.base_clock).get(a, 0) for a, n in ctx.items()):
+            raise HistoryCompacted(
+                f"the context is older than retained history; oldest usable version is "
+                f"{self.oldest_version} with clock {dict(self._history.base_clock)}",
+                self.oldest_version,
+            )
+        raise CausalityError("the context is not a state this replica has had")
+
+    def _materialize_at(self, version: int) -> DocNode:
+        doc: Doc[Any] = Doc()
+        for update in self._history.updates_until(version):
+            doc.apply_update(update)
+        root = doc.get(ROOT, type=Map).to_py() or {}
+        return node_from_crdt(root)
+
+    def materialize(self) -> DocNode:
+        """The document read afresh from the CRDT (slow; used to check the mirror)."""
+        return node_from_crdt(self._root.to_py() or {})
+
+    # -- internals: paths ------------------------------------------------------------------------
+
+    @staticmethod
+    def _get(doc: Any, path: Path) -> Any:
+        node = doc
+        for i, seg in enumerate(path):
+            node = _step(node, seg, path[: i + 1])
+        return node
+
+    def _ynode(self, path: Path) -> Any:
+        node: Any = self._root
+        for seg in path:
+            node = node[seg]
+        return node
+
+
+def _step(node: Any, seg: str | int, where: Path) -> Any:
+    if isinstance(node, dict):
+        if not isinstance(seg, str):
+            raise TypeMismatch(f"{_fmt(where)}: index {seg} into a document", where)
+        if seg not in node:
+            raise PathError(f"{_fmt(where)}: no such field", where)
+        return node[seg]
+    if isinstance(node, list):
+        if isinstance(seg, str):
+            if not seg.isdigit():
+                raise TypeMismatch(f"{_fmt(where)}: field name into an array", where)
+            seg = int(seg)
+        if not 0 <= seg < len(node):
+            raise PathError(f"{_fmt(where)}: index out of range (length {len(node)})", where)
+        return node[seg]
+    raise TypeMismatch(f"{_fmt(where)}: {type(node).__name__} has no fields", where)
+
+
+def _fmt(path: Path) -> str:
+    return ".".join(str(p) for p in path) or "<document>"
+
+
+def _norm(container: Any, seg: str | int) -> str | int:
+    """Dotted-string paths give indexes as strings: make them ints under arrays."""
+    if isinstance(container, list) and isinstance(seg, str) and seg.isdigit():
+        return int(seg)
+    return seg
+
+
+class _Plan:
+    """Validates ops one after another against the mirror, mutating it with an undo log, and
+    collects the CRDT actions to run once every op has passed."""
+
+    def __init__(self, replica: Replica):
+        self.r = replica
+        self.actions: list[Callable[[], None]] = []
+        self.undos: list[Callable[[], None]] = []
+        self.effective: list[Op] = []
+        self.size = replica._size
+        self.epoch_base = f"{replica.actor}:{int(replica._actors.get(replica.actor, 0)) + 1}"
+
+    def undo(self) -> None:
+        for fn in reversed(self.undos):
+            fn()
+        self.undos.clear()
+
+    def resolve(self, path: Path) -> tuple[Any, str | int, Path]:
+        """(parent container, key, normalised path) of a path's last segment."""
+        parent: Any = self.r._mirror
+        norm: list[str | int] = []
+        for i, seg in enumerate(path[:-1]):
+            seg = _norm(parent, seg)
+            parent = _step(parent, seg, path[: i + 1])
+            norm.append(seg)
+        key = _norm(parent, path[-1])
+        norm.append(key)
+        return parent, key, tuple(norm)
+
+    def check_size(self) -> None:
+        lim = self.r.limits
+        if self.size > lim.max_document_bytes:
+            # The running size is an upper bound; measure before refusing.
+            self.size = len(encode_document(self.r._mirror))
+            lim.check("max_document_bytes", lim.max_document_bytes, self.size, "document size")
+
+    def _check_value(self, value: Any, depth: int) -> None:
+        lim = self.r.limits
+        lim.check("max_depth", lim.max_depth, depth + depth_of(value), "nesting depth")
+        lim.check("max_string_chars", lim.max_string_chars, max_string(value), "string length")
+        self.size += len(encode_document({"v": value}))
+
+    def add(self, op: Op, i: int) -> None:
+        getattr(self, "op_" + op.op)(op, f"{self.epoch_base}:{i}")
+
+    # Each op_* validates against the mirror, mutates it (registering an undo), queues the CRDT
+    # action, and records the effective op with concrete positions.
+
+    def op_set(self, op: Op, epoch: str) -> None:
+        parent, key, path = self.resolve(op.path)
+        self._check_value(op.value, len(path))
+        value = clean(op.value)
+        if isinstance(parent, DocNode):
+            if not isinstance(key, str):
+                raise TypeMismatch(f"{_fmt(path)}: index into a document", path)
+            self._set_field(parent, key, value, op.at, epoch, path)
+            self.effective.append(Op("set", path, op.value, at=op.at))
+            return
+        if not isinstance(parent, list):
+            raise TypeMismatch(f"{_fmt(path[:-1])}: not a document or array", path)
+        if not isinstance(key, int) or not 0 <= key < len(parent):
+            raise PathError(f"{_fmt(path)}: index out of range (length {len(parent)})", path)
+        old = parent[key]
+        parent[key] = value
+        self.undos.append(lambda: parent.__setitem__(key, old))
+        ppath, lim = path[:-1], self.r.limits.max_depth
+        plain = op.value
+
+        def act() -> None:
+            arr = self.r._ynode(ppath)
+            del arr[key]
+            arr.insert(key, to_crdt(plain, len(path), lim))
+
+        self.actions.append(act)
+        self.effective.append(Op("set", path, op.value))
+
+    def _set_field(
+        self, node: DocNode, key: str, value: Any, at: int | None, epoch: str, path: Path
+    ) -> None:
+        existed = key in node
+        old_value, old_meta = node.get(key), node.meta.get(key)
+        old_items, old_counters = list(node.items()), node.counters.get(key)
+        if at is None:
+            order = old_meta[0] if old_meta is not None else node.next_order()
+        else:
+            order = _order_at(node, key, at)
+        node[key] = value
+        node.meta[key] = (order, epoch)
+        node.counters.pop(key, None)
+        if at is not None:
+            node.resort()
+
+        def undo() -> None:
+            node.clear()
+            node.update(old_items)
+            if old_meta is None:
+                node.meta.pop(key, None)
+            else:
+                node.meta[key] = old_meta
+            if old_counters is not None:
+                node.counters[key] = old_counters
+            if not existed:
+                node.pop(key, None)
+
+        self.undos.append(undo)
+        ppath, lim, had_counters = path[:-1], self.r.limits.max_depth, old_counters
+        del old_value
+
+        def act() -> None:
+            ymap = self.r._ynode(ppath)
+            ymap[key] = to_crdt(self._raw(path), len(path), lim)
+            ymap[META + key] = [order, epoch]
+            if had_counters is not None:
+                _drop_counter_keys(ymap, key)
+
+        self.actions.append(act)
+
+    def _raw(self, path: Path) -> Any:
+        # The value to write is the mirror's at action time: actions run in op order, so this
+        # is exactly what this op stored (later ops in the diff have not run yet).
+        return _plain(Replica._get(self.r._mirror, path))
+
+    def op_remove(self, op: Op, epoch: str) -> None:
+        parent, key, path = self.resolve(op.path)
+        if not isinstance(parent, DocNode) or not isinstance(key, str):
+            raise TypeMismatch(f"{_fmt(path)}: remove takes a document field; use delete", path)
+        if key not in parent:
+            return  # Removing what is not there is a no-op, as for concurrent removes.
+        old_items, old_meta, old_counters = list(parent.items()), parent.meta.pop(key), None
+        old_counters = parent.counters.pop(key, None)
+        del parent[key]
+
+        def undo() -> None:
+            parent.clear()
+            parent.update(old_items)
+            parent.meta[key] = old_meta
+            if old_counters is not None:
+                parent.counters[key] = old_counters
+
+        self.undos.append(undo)
+        ppath = path[:-1]
+
+        def act() -> None:
+            ymap = self.r._ynode(ppath)
+            del ymap[key]
+            if META + key in ymap:
+                del ymap[META + key]
+            _drop_counter_keys(ymap, key)
+
+        self.actions.append(act)
+        self.effective.append(Op("remove", path))
+
+    def _array(self, op: Op) -> tuple[list[Any], Path]:
+        parent, key, path = self.resolve(op.path)
+        arr = _step(parent, key, path)
+        if not isinstance(arr, list):
+            raise TypeMismatch(f"{_fmt(path)}: {op.op} needs an array", path)
+        return arr, path
+
+    def op_insert(self, op: Op, epoch: str) -> None:
+        arr, path = self._array(op)
+        if op.index > len(arr):
+            raise PathError(f"{_fmt(path)}: insert index {op.index} > length {len(arr)}", path)
+        if not op.values:
+            return
+        for v in op.values:
+            self._check_value(v, len(path) + 1)
+        index, n, lim, values = op.index, len(op.values), self.r.limits.max_depth, op.values
+        arr[index:index] = [clean(v) for v in values]
+        self.undos.append(lambda: arr.__delitem__(slice(index, index + n)))
+
+        def act() -> None:
+            yarr = self.r._ynode(path)
+            reps = [to_crdt(v, len(path) + 1, lim) for v in values]
+            yarr[index:index] = reps
+
+        self.actions.append(act)
+        self.effective.append(Op("insert", path, values=list(values), index=index))
+
+    def op_delete(self, op: Op, epoch: str) -> None:
+        arr, path = self._array(op)
+        index, count = op.index, op.count
+        if index + count > len(arr):
+            raise PathError(
+                f"{_fmt(path)}: delete {index}..{index + count} beyond length {len(arr)}", path
+            )
+        if count == 0:
+            return
+        removed = arr[index : index + count]
+        del arr[index : index + count]
+        self.undos.append(lambda: arr.__setitem__(slice(index, index), removed))
+
+        def act() -> None:
+            del self.r._ynode(path)[index : index + count]
+
+        self.actions.append(act)
+        self.effective.append(Op("delete", path, index=index, count=count))
+
+    def op_splice(self, op: Op, epoch: str) -> None:
+        parent, key, path = self.resolve(op.path)
+        s = _step(parent, key, path)
+        if not isinstance(s, str):
+            raise TypeMismatch(f"{_fmt(path)}: splice needs a string", path)
+        index, count, text = op.index, op.count, op.text
+        if index + count > len(s):
+            raise PathError(
+                f"{_fmt(path)}: splice {index}..{index + count} beyond length {len(s)}", path
+            )
+        if not count and not text:
+            return
+        new = s[:index] + text + s[index + count :]
+        lim = self.r.limits
+        lim.check("max_string_chars", lim.max_string_chars, len(new), "string length")
+        self.size += len(text.encode()) if not text.isascii() else len(text)
+        if s.isascii():
+            bi, bd = index, count
+        else:
+            bi = len(s[:index].encode())
+            bd = len(s[index : index + count].encode())
+        parent[key] = new
+        self.undos.append(lambda: parent.__setitem__(key, s))
+
+        def act() -> None:
+            ytext = self.r._ynode(path)
+            if bd:
+                del ytext[bi : bi + bd]
+            if text:
+                ytext.insert(bi, text)
+
+        self.actions.append(act)
+        self.effective.append(Op("splice", path, index=index, count=count, text=text))
+
+    def op_inc(self, op: Op, epoch: str) -> None:
+        parent, key, path = self.resolve(op.path)
+        if not isinstance(parent, DocNode) or not isinstance(key, str):
+            raise TypeMismatch(f"{_fmt(path)}: inc takes a document field", path)
+        cur = _step(parent, key, path)
+        if not is_number(cur):
+            raise TypeMismatch(f"{_fmt(path)}: inc needs an int32, int64 or double field", path)
+        meta = parent.meta.get(key)
+        cur_epoch = meta[1] if meta is not None else ""
+        old_counters = parent.counters.get(key)
+        base, cepoch, deltas = old_counters or (cur, cur_epoch, {})
+        if cepoch != cur_epoch:
+            base, deltas = cur, {}
+        mine = deltas.get(self.r.actor, 0)
+        new_mine: int | float = (
+            float(mine) + float(op.by) if isinstance(mine, float) or isinstance(op.by, float)
+            else mine + op.by
+        )  # fmt: skip
+        new_deltas = {**deltas, self.r.actor: new_mine}
+        value = counter_total(base, new_deltas)
+        if isinstance(value, float) and not math.isfinite(value) and math.isfinite(float(cur)):
+            raise TypeMismatch(f"{_fmt(path)}: increment overflows a double", path)
+        parent.counters[key] = (base, cur_epoch, new_deltas)
+        parent[key] = value
+
+        def undo() -> None:
+            parent[key] = cur
+            if old_counters is None:
+                parent.counters.pop(key, None)
+            else:
+                parent.counters[key] = old_counters
+
+        self.undos.append(undo)
+        ppath, actor = path[:-1], self.r.actor
+
+        def act() -> None:
+            ymap = self.r._ynode(ppath)
+            ymap[META + key + META + actor] = [cur_epoch, delta_to_crdt(new_mine)]
+
+        self.actions.append(act)
+        self.effective.append(Op("set", path, value))
+
+    def op_replace(self, op: Op, epoch: str) -> None:
+        self._check_value(op.value, 0)
+        r = self.r
+        old = r._mirror
+        new = DocNode()
+        for i, (k, v) in enumerate(op.value.items()):
+            new[k] = clean(v)
+            new.meta[k] = (float(i), epoch)
+        r._mirror = new
+        self.size = len(encode_document(op.value))
+
+        def undo() -> None:
+            r._mirror = old
+
+        self.undos.append(undo)
+        value, lim = op.value, r.limits.max_depth
+
+        def act() -> None:
+            root = r._root
+            for k in list(root.keys()):
+                del root[k]
+            for k, v in doc_entries(value.items(), 1, lim, epoch=epoch).items():
+                root[k] = v
+
+        self.actions.append(act)
+        self.effective.append(Op("replace", (), value))
+
+
+def _order_at(node: DocNode, key: str, at: int) -> float:
+    """An order key placing ``key`` at position ``at`` among the node's other fields."""
+    others = [k for k in node if k != key]
+    at = min(at, len(others))
+    before = node.meta[others[at - 1]][0] if at > 0 else None
+    after = node.meta[others[at]][0] if at < len(others) else None
+    if before is None and after is None:
+        return 0.0
+    if before is None:
+        assert after is not None
+        return after - 1.0
+    if after is None:
+        return before + 1.0
+    return (before + after) / 2.0
+
+
+def _drop_counter_keys(ymap: Any, key: str) -> None:
+    prefix = META + key + META
+    for k in [k for k in ymap.keys() if k.startswith(prefix)]:
+        del ymap[k]
+
+
+def _plain(value: Any) -> Any:
+    """Mirror value -> plain BSON value (DocNode is a dict, so only copies are needed)."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Equal values of the same BSON type (1, Int64(1) and 1.0 are three different values)."""
+    return type(a) is type(b) and bool(a == b)
+
+
+def _to_py(value: Any) -> Any:
+    if isinstance(value, (Map, Array, Text)):
+        return value.to_py()
+    return value
+
+
+class _EventApplier:
+    """Turns pycrdt deep events of a remote update into mirror changes and effective ops."""
+
+    def __init__(self, replica: Replica):
+        self.r = replica
+        self.ops: list[Op] = []
+
+    def apply(self, events: Iterable[Any]) -> list[Op]:
+        for event in sorted(events, key=lambda e: len(e.path)):
+            path = tuple(event.path)
+            try:
+                target = Replica._get(self.r._mirror, path)
+            except EngineError:
+                continue  # Inside a subtree this same update removed: nothing left to follow.
+            if isinstance(event.target, Map):
+                self._map(event, target, path)
+            elif isinstance(event.target, Array):
+                self._array(event, target, path)
+            elif isinstance(event.target, Text):
+                self._text(event, path)
+        return self.ops
+
+    def _map(self, event: Any, node: Any, path: Path) -> None:
+        if not isinstance(node, DocNode):
+            return
+        ymap = event.target
+        touched: set[str] = set()
+        valued: set[str] = set()
+        for k in event.keys:
+            if k.startswith(META):
+                touched.add(k[1:].split(META, 1)[0])
+            else:
+                touched.add(k)
+                valued.add(k)
+        old_order = [f for f in node]
+        changed: set[str] = set()
+        removed: list[str] = []
+        for f in sorted(touched):
+            if f not in ymap:
+                if f in node:
+                    del node[f]
+                    node.meta.pop(f, None)
+                    node.counters.pop(f, None)
+                    removed.append(f)
+                continue
+            meta = ymap.get(META + f)
+            order = float(meta[0]) if isinstance(meta, list) and meta else math.inf
+            epoch = str(meta[1]) if isinstance(meta, list) and len(meta) > 1 else ""
+            node.meta[f] = (order, epoch)
+            base = from_crdt(_to_py(ymap[f]))
+            prefix = META + f + META
+            live = {}
+            for k in ymap.keys():
+                if k.startswith(prefix):
+                    v = ymap.get(k)
+                    if isinstance(v, list) and len(v) == 2 and v[0] == epoch:
+                        live[k[len(prefix) :]] = delta_from_crdt(v[1])
+            if live and is_number(base):
+                node.counters[f] = (base, epoch, live)
+                value = counter_total(base, live)
+            else:
+                node.counters.pop(f, None)
+                value = base
+            if f in valued or f not in node or not _same(node[f], value):
+                changed.add(f)
+            node[f] = clean(value)
+        for f in removed:
+            self.ops.append(Op("remove", path + (f,)))
+        node.resort()
+        final = list(node)
+        # Replay what a follower would do with plain sets, and add "at" where that would put a
+        # field elsewhere than this replica has it.
+        follower = [f for f in old_order if f in node]
+        kept = [f for f in follower if f not in changed]
+        if kept != [f for f in final if f not in changed]:
+            changed = set(final)
+        for pos, f in enumerate(final):
+            if f not in changed:
+                continue
+            if f not in follower:
+                follower.append(f)
+            at = None
+            if follower.index(f) != pos:
+                follower.remove(f)
+                follower.insert(pos, f)
+                at = pos
+            self.ops.append(Op("set", path + (f,), _plain(node[f]), at=at))
+
+    def _array(self, event: Any, arr: Any, path: Path) -> None:
+        if not isinstance(arr, list):
+            return
+        idx = 0
+        for d in event.delta:
+            if "retain" in d:
+                idx += d["retain"]
+            elif "insert" in d:
+                vals = [from_crdt(_to_py(v)) for v in d["insert"]]
+                arr[idx:idx] = [clean(v) for v in vals]
+                self.ops.append(Op("insert", path, values=[_plain(v) for v in vals], index=idx))
+                idx += len(vals)
+            elif "delete" in d:
+                n = d["delete"]
+                del arr[idx : idx + n]
+                self.ops.append(Op("delete", path, index=idx, count=n))
+
+    def _text(self, event: Any, path: Path) -> None:
+        parent = Replica._get(self.r._mirror, path[:-1]) if len(path) > 1 else self.r._mirror
+        key = path[-1]
+        old = parent[key]
+        if not isinstance(old, str):
+            return
+        ascii_ = old.isascii()
+        ob = old.encode()
+        out = bytearray()
+        pos_b = 0  # byte offset in the old text
+        cp = 0  # code-point offset in the new text
+        pending: Op | None = None
+        for d in event.delta:
+            if "retain" in d:
+                n = d["retain"]
+                chunk = ob[pos_b : pos_b + n]
+                out += chunk
+                pos_b += n
+                cp += n if ascii_ else len(chunk.decode())
+                pending = None
+            elif "insert" in d:
+                s = d["insert"]
+                if not isinstance(s, str):
+                    continue
+                out += s.encode()
+                if pending is not None:
+                    pending.text += s
+                else:
+                    pending = Op("splice", path, index=cp, text=s)
+                    self.ops.append(pending)
+                cp += len(s)
+            elif "delete" in d:
+                n = d["delete"]
+                gone = n if ascii_ else len(ob[pos_b : pos_b + n].decode())
+                pos_b += n
+                if pending is not None and not pending.text:
+                    pending.count += gone
+                else:
+                    pending = Op("splice", path, index=cp, count=gone)
+                    self.ops.append(pending)
+        out += ob[pos_b:]
+        parent[key] = out.decode()

@@ -1,0 +1,325 @@
+"""BSON values and their representation inside the CRDT.
+
+Layout (normative for Yjs clients; see docs/ARCHITECTURE.md, "CRDT layout"):
+
+* The document is the root ``Y.Map`` named ``"doc"``. An embedded document is a ``Y.Map`` holding
+  each field under its own name, plus engine metadata under keys that start with NUL (BSON field
+  names cannot contain NUL, so they never collide): ``"\\0" + field`` → ``[order, epoch]`` and
+  ``"\\0" + field + "\\0" + actor`` → ``[epoch, delta]`` for counter increments.
+* Arrays are ``Y.Array``; strings are ``Y.Text`` (collaborative); doubles are plain numbers;
+  booleans and null are themselves; binary subtype 0 is a byte array.
+* Every other BSON type is a plain (immutable) map in MongoDB Canonical Extended JSON v2, e.g.
+  ``{"$numberInt": "5"}``, ``{"$numberLong": "5"}``, ``{"$oid": "..."}``.
+
+Reading is lenient so that Yjs clients can write natural values: a plain string is a string, a
+plain JS object is a document (keys sorted, since Yjs does not keep their order), a bigint is an
+int64.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import bson
+from bson import json_util
+from bson.codec_options import CodecOptions, DatetimeConversion
+from bson.errors import BSONError
+from bson.int64 import Int64
+from bson.json_util import JSONMode, JSONOptions
+from pycrdt import Array, Map, Text
+
+from .errors import LimitExceeded, MalformedBSON
+
+#: How the engine decodes BSON: exact types (int64 stays Int64, any datetime survives).
+CODEC = CodecOptions(document_class=dict, datetime_conversion=DatetimeConversion.DATETIME_MS)
+_EJSON = JSONOptions(
+    json_mode=JSONMode.CANONICAL,
+    datetime_conversion=DatetimeConversion.DATETIME_MS,
+    document_class=dict,
+)
+#: Keys that mark a plain map as a Canonical Extended JSON leaf value.
+EJSON_KEYS = frozenset(
+    {
+        "$numberInt", "$numberLong", "$numberDouble", "$numberDecimal", "$oid", "$date",
+        "$binary", "$regularExpression", "$code", "$timestamp", "$minKey", "$maxKey",
+    }
+)  # fmt: skip
+INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+META = "\x00"
+
+
+class DocNode(dict[str, Any]):
+    """A document in the engine's mirror: a dict in field order, plus each field's
+    ``(order, epoch)`` meta and, for fields with increments, ``(base, epoch, deltas)``."""
+
+    __slots__ = ("counters", "meta")
+
+    def __init__(
+        self,
+        items: Iterable[tuple[str, Any]] = (),
+        meta: dict[str, tuple[float, str]] | None = None,
+    ):
+        super().__init__(items)
+        self.meta: dict[str, tuple[float, str]] = meta if meta is not None else {}
+        self.counters: dict[str, tuple[Any, str, dict[str, int | float]]] = {}
+
+    def next_order(self) -> float:
+        """The order key that places a new field after every present one."""
+        return max((m[0] for m in self.meta.values()), default=-1.0) + 1.0
+
+    def resort(self) -> None:
+        """Put fields in (order, name) order, as every replica reads them from the CRDT."""
+        keys = sorted(self, key=lambda k: (self.meta.get(k, (math.inf, ""))[0], k))
+        if keys != list(self):
+            items = [(k, self[k]) for k in keys]
+            self.clear()
+            self.update(items)
+
+
+def decode_document(data: bytes) -> dict[str, Any]:
+    """Decode one BSON document exactly, refusing anything that would not round-trip.
+
+    Re-encoding and comparing catches deprecated types that pymongo decodes lossily (undefined,
+    symbol, DBPointer), duplicate keys and non-canonical encodings, all in C.
+    """
+    try:
+        doc: dict[str, Any] = bson.decode(data, CODEC)
+        again = bson.encode(doc, codec_options=CODEC)
+    except (BSONError, ValueError, OverflowError) as exc:
+        raise MalformedBSON(f"malformed BSON: {exc}") from None
+    if again != data:
+        raise MalformedBSON(
+            "BSON does not round-trip: it holds a deprecated type (undefined, symbol, DBPointer),"
+            " a duplicate key or a non-canonical encoding"
+        )
+    return doc
+
+
+def encode_document(doc: Mapping[str, Any]) -> bytes:
+    """Encode a document the way the engine decodes it."""
+    return bson.encode(doc, codec_options=CODEC)
+
+
+# ---------------------------------------------------------------------------------------------
+# BSON value -> CRDT representation
+
+
+def to_crdt(value: Any, depth: int, max_depth: int) -> Any:
+    """Return the CRDT representation of a BSON value (prelim shared types for containers)."""
+    t = type(value)
+    if t is str:
+        return Text(value)
+    if t is float:
+        return value
+    if t is bool or value is None:
+        return value
+    if t is int:
+        if INT32_MIN <= value <= INT32_MAX:
+            return {"$numberInt": str(value)}
+        return {"$numberLong": str(value)}
+    if t is Int64:
+        return {"$numberLong": str(int(value))}
+    if t is bytes:
+        return value
+    if isinstance(value, dict):
+        if depth >= max_depth:
+            raise _too_deep(max_depth)
+        return Map(doc_entries(value.items(), depth + 1, max_depth))
+    if isinstance(value, list):
+        if depth >= max_depth:
+            raise _too_deep(max_depth)
+        return Array([to_crdt(v, depth + 1, max_depth) for v in value])
+    return ejson_leaf(value)
+
+
+def doc_entries(
+    items: Iterable[tuple[str, Any]],
+    depth: int,
+    max_depth: int,
+    start: float = 0.0,
+    epoch: str = "",
+) -> dict[str, Any]:
+    """The map entries of an embedded document: each field plus its ``[order, epoch]`` meta."""
+    entries: dict[str, Any] = {}
+    order = start
+    for key, v in items:
+        entries[key] = to_crdt(v, depth, max_depth)
+        entries[META + key] = [order, epoch]
+        order += 1.0
+    return entries
+
+
+def ejson_leaf(value: Any) -> Any:
+    """Canonical Extended JSON of a leaf that has no native CRDT form, as plain maps."""
+    try:
+        return json.loads(json_util.dumps(value, json_options=_EJSON))
+    except (TypeError, ValueError) as exc:
+        raise MalformedBSON(f"unsupported value of type {type(value).__name__}: {exc}") from None
+
+
+def _too_deep(max_depth: int) -> LimitExceeded:
+    return LimitExceeded(
+        f"nesting depth is over the limit max_depth={max_depth}", "max_depth", max_depth,
+        max_depth + 1,
+    )  # fmt: skip
+
+
+# ---------------------------------------------------------------------------------------------
+# CRDT (as returned by pycrdt's to_py) -> BSON value
+
+
+def from_crdt(value: Any) -> Any:
+    """Turn a ``to_py()`` value of the CRDT back into the BSON value it stands for."""
+    t = type(value)
+    if t is str or t is bool or value is None:
+        return value
+    if t is float:
+        return value
+    if t is int:
+        # Only a Yjs client writing a bigint produces a bare int: it is an int64.
+        return Int64(value) if INT64_MIN <= value <= INT64_MAX else float(value)
+    if t is bytearray or t is bytes:
+        return bytes(value)
+    if t is dict:
+        return dict_from_crdt(value)
+    if t is list:
+        return [from_crdt(v) for v in value]
+    return str(value)
+
+
+def dict_from_crdt(d: dict[str, Any]) -> Any:
+    """A map is an Extended JSON leaf, an engine document node, or a client's plain object."""
+    if len(d) <= 2 and d and not any(k.startswith(META) for k in d):
+        keys = set(d)
+        if keys <= EJSON_KEYS or keys == {"$code", "$scope"}:
+            return ejson_value(d)
+    return node_from_crdt(d)
+
+
+def ejson_value(d: dict[str, Any]) -> Any:
+    """Parse one Extended JSON leaf back into its BSON value."""
+    if "$numberInt" in d:
+        return int(d["$numberInt"])
+    if "$numberLong" in d:
+        return Int64(int(d["$numberLong"]))
+    try:
+        return json_util.object_hook(_plain(d), json_options=_EJSON)
+    except (TypeError, ValueError, KeyError, BSONError) as exc:
+        raise MalformedBSON(f"bad Extended JSON leaf {d!r}: {exc}") from None
+
+
+def _plain(d: Any) -> Any:
+    # Nested Extended JSON (the $scope of code, the parts of $binary) must be parsed inside out.
+    if isinstance(d, dict):
+        return json_util.object_hook({k: _plain(v) for k, v in d.items()}, json_options=_EJSON)
+    if isinstance(d, list):
+        return [_plain(v) for v in d]
+    if isinstance(d, bytearray):
+        return bytes(d)
+    return d
+
+
+def parse_meta(meta: Any) -> tuple[float, str]:
+    """``(order, epoch)`` from a field's meta entry; fields without one sort last."""
+    if isinstance(meta, list) and meta and type(meta[0]) in (int, float):
+        epoch = meta[1] if len(meta) > 1 and isinstance(meta[1], str) else ""
+        return float(meta[0]), epoch
+    return math.inf, ""
+
+
+def node_from_crdt(d: dict[str, Any]) -> DocNode:
+    """Rebuild a document node, in field order, with counters summed."""
+    metas = {k: parse_meta(d.get(META + k)) for k in d if not k.startswith(META)}
+    keys = sorted(metas, key=lambda k: (metas[k][0], k))
+    node = DocNode(((k, from_crdt(d[k])) for k in keys), metas)
+    for k in d:
+        if k.count(META) == 2:
+            field, actor = k[1:].split(META, 1)
+            e = d[k]
+            if (
+                field in node and is_number(node[field]) and isinstance(e, list) and len(e) == 2
+                and e[0] == metas[field][1]
+            ):  # fmt: skip
+                base, epoch, deltas = node.counters.get(field, (node[field], e[0], {}))
+                deltas[actor] = delta_from_crdt(e[1])
+                node.counters[field] = (base, epoch, deltas)
+    for field, (base, _, deltas) in node.counters.items():
+        node[field] = counter_total(base, deltas)
+    return node
+
+
+def counter_total(base: Any, deltas: Mapping[str, int | float]) -> Any:
+    """A counter's value: its base plus every actor's increments, summed in a way that does not
+    depend on the order replicas learnt of them (exact for ints, ``math.fsum`` for doubles)."""
+    values = list(deltas.values())
+    if any(isinstance(d, float) for d in values):
+        return add_number(base, math.fsum(float(d) for d in values))
+    return add_number(base, sum(int(d) for d in values))
+
+
+def delta_to_crdt(delta: int | float) -> Any:
+    return {"$numberLong": str(delta)} if isinstance(delta, int) else float(delta)
+
+
+def delta_from_crdt(v: Any) -> int | float:
+    if isinstance(v, dict) and "$numberLong" in v:
+        return int(v["$numberLong"])
+    if isinstance(v, (int, float)) and not isinstance(v, bool):
+        return v
+    return 0
+
+
+def is_number(v: Any) -> bool:
+    return type(v) in (int, float, Int64)
+
+
+def add_number(base: Any, delta: int | float) -> Any:
+    """``base + delta`` keeping the BSON type: int32 widens to int64, ints widen to double."""
+    if type(base) is float or isinstance(delta, float):
+        return float(base) + float(delta)
+    total = int(base) + int(delta)
+    if type(base) is int and INT32_MIN <= total <= INT32_MAX:
+        return total
+    if INT64_MIN <= total <= INT64_MAX:
+        return Int64(total)
+    return float(total)
+
+
+def depth_of(value: Any) -> int:
+    """Nesting depth of a value: 0 for a leaf, 1 for a document or array of leaves, ..."""
+    if isinstance(value, dict):
+        return 1 + max((depth_of(v) for v in value.values()), default=0)
+    if isinstance(value, list):
+        return 1 + max((depth_of(v) for v in value), default=0)
+    return 0
+
+
+def max_string(value: Any) -> int:
+    """Longest string (in code points) inside a value."""
+    if isinstance(value, str):
+        return len(value)
+    if isinstance(value, dict):
+        return max((max_string(v) for v in value.values()), default=0)
+    if isinstance(value, list):
+        return max((max_string(v) for v in value), default=0)
+    return 0
+
+
+def clean(value: Any) -> Any:
+    """Deep-copy a decoded BSON value into mirror form (documents become DocNodes)."""
+    if isinstance(value, dict):
+        if isinstance(value, DocNode):
+            node = DocNode(((k, clean(v)) for k, v in value.items()), dict(value.meta))
+            node.counters = {k: (b, e, dict(d)) for k, (b, e, d) in value.counters.items()}
+            return node
+        return DocNode(
+            ((k, clean(v)) for k, v in value.items()),
+            {k: (float(i), "") for i, k in enumerate(value)},
+        )
+    if isinstance(value, list):
+        return [clean(v) for v in value]
+    return value

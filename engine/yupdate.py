@@ -1,0 +1,607 @@
+"""Decode the Yjs v1 update format far enough to order updates before applying them.
+
+The engine receives updates from peers in any order.  Applying an update whose causal
+predecessors are missing makes pycrdt park it as "pending" inside the document, which
+hides the problem and makes the document's state vector lie about what it can show.  This
+module reads an update's header information without building a document: which clock
+ranges it carries per client, which clocks it needs the receiver to have already, and
+which ranges it deletes.  The caller can then hold an update back until `ready` says it
+can be integrated in full.
+
+The wire format is the one written by yjs `Y.encodeStateAsUpdate` and by yrs/pycrdt
+`Doc.get_update()` (lib0 encoding, "update v1").  The reader follows yjs
+`readClientsStructRefs`, `readItemContent`, `readDeleteSet` and lib0 `readAny`; item
+contents are skipped, not materialised, because only their clock lengths matter here.
+
+The module is stdlib-only and does no I/O so that it can run on every merged update in
+the hot path.  The struct loop is written out by hand (single-byte varints are read
+inline, only longer ones pay for a function call) because a cleaner helper-per-field
+design was several times slower.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = [
+    "UpdateFormatError",
+    "UpdateInfo",
+    "decode_state_vector",
+    "decode_update",
+    "encode_state_vector",
+    "ready",
+]
+
+# Client ids and clocks are u64 in yrs and at most 2**53 in yjs, so a varint that does not
+# fit in 64 bits can only come from corrupt input.  Capping the width also stops a long run
+# of continuation bytes from building a huge Python int one byte at a time.
+_MAX_BITS = 64
+_MAX_VALUE = (1 << _MAX_BITS) - 1
+
+# Content reference numbers, the low five bits of an item's info byte (yjs Item.js).
+_GC = 0
+_DELETED = 1
+_JSON = 2
+_BINARY = 3
+_STRING = 4
+_EMBED = 5
+_FORMAT = 6
+_TYPE = 7
+_ANY = 8
+_DOC = 9
+_SKIP = 10
+_GC_OR_SKIP = frozenset((_GC, _SKIP))
+
+# Type references whose ContentType carries a name (yjs ContentType.js: YXmlElement and
+# YXmlHook read a key).  yrs writes no name for XmlHook, a known divergence from yjs; pycrdt
+# cannot create hooks, so the yjs reading is the one that matters for interoperability.
+_NAMED_TYPE_REFS = frozenset((3, 5))  # YXmlElement, YXmlHook
+_MAX_TYPE_REF = 6
+
+# Tags of lib0 `readAny`.  Tags that carry no payload are grouped so that the skip loop
+# can test them with one set lookup.
+_ANY_NO_PAYLOAD = frozenset((127, 126, 121, 120))  # undefined, null, false, true
+_ANY_VARINT = 125
+_ANY_FLOAT32 = 124
+_ANY_EIGHT_BYTES = frozenset((123, 122))  # float64, bigint64
+_ANY_STRING = 119
+_ANY_OBJECT = 118
+_ANY_CONTAINERS = frozenset((118, 117))  # object, array
+_ANY_BYTES = 116
+
+# Info-byte flags (yjs binary.BIT8 / BIT7 / BIT6).
+_HAS_ORIGIN = 0x80
+_HAS_RIGHT_ORIGIN = 0x40
+_HAS_PARENT_SUB = 0x20
+_CONTENT_MASK = 0x1F
+
+
+class UpdateFormatError(ValueError):
+    """The bytes are not a well-formed Yjs v1 update (or state vector).
+
+    `offset` is the byte position where decoding stopped making sense, so that a corrupt
+    update can be located in a hex dump.
+    """
+
+    def __init__(self, problem: str, offset: int) -> None:
+        super().__init__(f"{problem} (at byte offset {offset})")
+        self.problem = problem
+        self.offset = offset
+
+
+@dataclass(frozen=True, slots=True)
+class UpdateInfo:
+    """What an update carries and what it needs, without its contents.
+
+    `ranges` maps a client id to the half-open clock range `[start, end)` of the structs
+    the update carries for it.  Skip structs (gaps left by `mergeUpdates`) at either end
+    of a client's run are not counted as carried.
+
+    `dependencies` maps a client id to the clock the receiving document must already have
+    reached for that client so that every struct in the update integrates at once rather
+    than being parked as pending.
+
+    `delete_set` maps a client id to its `(clock, length)` delete ranges in encoded order;
+    clients listed with no ranges are left out.
+    """
+
+    ranges: dict[int, tuple[int, int]]
+    dependencies: dict[int, int]
+    delete_set: dict[int, list[tuple[int, int]]]
+
+    def is_empty(self) -> bool:
+        """True when the update carries no structs and deletes nothing."""
+        return not self.ranges and not self.delete_set
+
+
+def _varuint_tail(data: bytes, pos: int, first: int) -> tuple[int, int]:
+    """Finish a varUint whose first byte `first` (continuation bit set) sat at `pos - 1`.
+
+    Callers read the first byte inline because almost every varint in an update (info
+    lengths, clocks of small documents, counts) fits in one byte; only the rest come here.
+    """
+    start = pos - 1
+    value = first & 0x7F
+    shift = 7
+    n = len(data)
+    while True:
+        if pos >= n:
+            raise UpdateFormatError("truncated varUint", start)
+        b = data[pos]
+        pos += 1
+        value |= (b & 0x7F) << shift
+        if b < 0x80:
+            break
+        shift += 7
+        if shift >= _MAX_BITS + 7:
+            raise UpdateFormatError("varUint longer than 10 bytes", start)
+    if value > _MAX_VALUE:
+        raise UpdateFormatError("varUint exceeds 64 bits", start)
+    return value, pos
+
+
+def _skip_string(data: bytes, pos: int, n: int) -> int:
+    """Skip a varString at `pos` and return the position after it.
+
+    The bytes are checked to be UTF-8 even though the text is not needed: yrs rejects an
+    update with invalid UTF-8, so accepting it here would let a poisoned update through.
+    """
+    if pos >= n:
+        raise UpdateFormatError("truncated string length", pos)
+    length = data[pos]
+    pos += 1
+    if length > 127:
+        length, pos = _varuint_tail(data, pos, length)
+    end = pos + length
+    if end > n:
+        raise UpdateFormatError(f"truncated string of {length} bytes", pos)
+    if length:
+        raw = data[pos:end]
+        if not raw.isascii():
+            try:
+                raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise UpdateFormatError("invalid UTF-8 in string", pos + exc.start) from None
+    return end
+
+
+def _skip_any(data: bytes, pos: int, n: int, count: int) -> int:
+    """Skip `count` consecutive lib0 Any values starting at `pos`; return the end position.
+
+    Nesting is handled with an explicit stack instead of recursion so that a deeply nested
+    (or maliciously crafted) value cannot raise RecursionError.  Every value consumes at
+    least one byte, so the loop is bounded by the input length whatever the counts claim.
+    """
+    # Each stack frame is [values still to read, whether the values are object entries].
+    stack: list[list[int]] = [[count, 0]]
+    no_payload = _ANY_NO_PAYLOAD
+    eight_bytes = _ANY_EIGHT_BYTES
+    containers = _ANY_CONTAINERS
+    while stack:
+        frame = stack[-1]
+        if frame[0] == 0:
+            stack.pop()
+            continue
+        frame[0] -= 1
+        if frame[1]:
+            pos = _skip_string(data, pos, n)
+        if pos >= n:
+            raise UpdateFormatError("truncated Any value", pos)
+        tag = data[pos]
+        pos += 1
+        if tag in no_payload:
+            continue
+        if tag == _ANY_STRING:
+            pos = _skip_string(data, pos, n)
+        elif tag == _ANY_VARINT:
+            # lib0 varInt: the first byte holds the sign and six bits, later bytes seven.
+            start = pos - 1
+            limit = pos + 10
+            while True:
+                if pos >= n:
+                    raise UpdateFormatError("truncated varInt", start)
+                b = data[pos]
+                pos += 1
+                if b < 0x80:
+                    break
+                if pos >= limit:
+                    raise UpdateFormatError("varInt longer than 10 bytes", start)
+        elif tag in eight_bytes:
+            pos += 8
+            if pos > n:
+                raise UpdateFormatError("truncated 8-byte Any number", pos - 8)
+        elif tag == _ANY_FLOAT32:
+            pos += 4
+            if pos > n:
+                raise UpdateFormatError("truncated float32", pos - 4)
+        elif tag == _ANY_BYTES:
+            if pos >= n:
+                raise UpdateFormatError("truncated byte-array length", pos)
+            length = data[pos]
+            pos += 1
+            if length > 127:
+                length, pos = _varuint_tail(data, pos, length)
+            pos += length
+            if pos > n:
+                raise UpdateFormatError(f"truncated byte array of {length} bytes", pos - length)
+        elif tag in containers:
+            if pos >= n:
+                raise UpdateFormatError("truncated Any container length", pos)
+            length = data[pos]
+            pos += 1
+            if length > 127:
+                length, pos = _varuint_tail(data, pos, length)
+            if length:
+                stack.append([length, int(tag == _ANY_OBJECT)])
+        else:
+            raise UpdateFormatError(f"unknown Any tag {tag}", pos - 1)
+    return pos
+
+
+def decode_update(update: bytes) -> UpdateInfo:
+    """Decode the struct headers and delete set of a Yjs v1 update.
+
+    Raises UpdateFormatError for truncated input, trailing bytes, unknown struct or value
+    tags, invalid UTF-8 and oversized varints.  A v2 update is rejected too: read as v1
+    its leading feature flag looks like "zero clients", and the column buffers that follow
+    do not form an exactly-consumed delete set.  bytearray and memoryview inputs are
+    copied to bytes first, because indexing bytes is the fastest way to read them.
+    """
+    data = update if type(update) is bytes else bytes(update)
+    try:
+        return _decode_update(data)
+    except UpdateFormatError as exc:
+        # Every v2 update starts with a 0 feature flag, which v1 reads as "no structs"; a
+        # v1 update starting that way is a bare delete set and is at most a few bytes in
+        # error, so naming the likely cause saves the reader a trip to a hex dump.
+        if data[:1] == b"\x00" and len(data) > 2:
+            raise UpdateFormatError(
+                f"{exc.problem}; the input starts like a Yjs v2 update, which is not supported",
+                exc.offset,
+            ) from None
+        raise
+
+
+def _decode_update(data: bytes) -> UpdateInfo:
+    """Decode `data` (exactly bytes); the body of `decode_update`."""
+    n = len(data)
+    pos = 0
+    tail = _varuint_tail
+    skip_string = _skip_string
+    skip_any = _skip_any
+    gc_or_skip = _GC_OR_SKIP
+
+    ranges: dict[int, tuple[int, int]] = {}
+    # Highest clock referenced per client by an origin, right origin or parent ID.  One
+    # maximum per client is enough: see the resolution step after the loop.
+    maxref: dict[int, int] = {}
+    # Clocks a client's run needs because a Skip struct leaves a gap in the middle of it.
+    gap_deps: dict[int, int] = {}
+    seen_clients: set[int] = set()
+
+    try:
+        num_clients = data[pos]
+        pos += 1
+        if num_clients > 127:
+            num_clients, pos = tail(data, pos, num_clients)
+        for _ in range(num_clients):
+            client_offset = pos
+            num_structs = data[pos]
+            pos += 1
+            if num_structs > 127:
+                num_structs, pos = tail(data, pos, num_structs)
+            client = data[pos]
+            pos += 1
+            if client > 127:
+                client, pos = tail(data, pos, client)
+            clock = data[pos]
+            pos += 1
+            if clock > 127:
+                clock, pos = tail(data, pos, clock)
+            if client in seen_clients:
+                # yjs keeps only the last section of a repeated client, silently dropping
+                # structs; no encoder writes one, so treat it as corruption instead.
+                raise UpdateFormatError(f"client {client} has two struct sections", client_offset)
+            seen_clients.add(client)
+            start = clock
+            skips: list[tuple[int, int]] | None = None
+
+            for _ in range(num_structs):
+                info = data[pos]
+                pos += 1
+                kind = info & _CONTENT_MASK
+
+                if kind in gc_or_skip:
+                    length = data[pos]
+                    pos += 1
+                    if length > 127:
+                        length, pos = tail(data, pos, length)
+                    if kind == _SKIP:
+                        if skips is None:
+                            skips = []
+                        skips.append((clock, clock + length))
+                    clock += length
+                    continue
+
+                # An origin of the same client below the current clock is either inside
+                # this run (internal) or below its start (covered by the start dependency),
+                # so only other references need recording.  That is the common case for
+                # sequential typing, and skipping the dict update keeps the loop fast.
+                if info & _HAS_ORIGIN:
+                    ref_client = data[pos]
+                    pos += 1
+                    if ref_client > 127:
+                        ref_client, pos = tail(data, pos, ref_client)
+                    ref_clock = data[pos]
+                    pos += 1
+                    if ref_clock > 127:
+                        ref_clock, pos = tail(data, pos, ref_clock)
+                    if (ref_client != client or ref_clock >= clock) and maxref.get(
+                        ref_client, -1
+                    ) < ref_clock:
+                        maxref[ref_client] = ref_clock
+                if info & _HAS_RIGHT_ORIGIN:
+                    ref_client = data[pos]
+                    pos += 1
+                    if ref_client > 127:
+                        ref_client, pos = tail(data, pos, ref_client)
+                    ref_clock = data[pos]
+                    pos += 1
+                    if ref_clock > 127:
+                        ref_clock, pos = tail(data, pos, ref_clock)
+                    if (ref_client != client or ref_clock >= clock) and maxref.get(
+                        ref_client, -1
+                    ) < ref_clock:
+                        maxref[ref_client] = ref_clock
+                if not info & (_HAS_ORIGIN | _HAS_RIGHT_ORIGIN):
+                    # Without origins the parent cannot be inferred, so it is written out:
+                    # parent info 1 means a root type name, anything else a parent item ID
+                    # (yjs and yrs both test `== 1`, so we accept the same values).
+                    parent_info = data[pos]
+                    pos += 1
+                    if parent_info > 127:
+                        parent_info, pos = tail(data, pos, parent_info)
+                    if parent_info == 1:
+                        pos = skip_string(data, pos, n)
+                    else:
+                        ref_client = data[pos]
+                        pos += 1
+                        if ref_client > 127:
+                            ref_client, pos = tail(data, pos, ref_client)
+                        ref_clock = data[pos]
+                        pos += 1
+                        if ref_clock > 127:
+                            ref_clock, pos = tail(data, pos, ref_clock)
+                        if (ref_client != client or ref_clock >= clock) and maxref.get(
+                            ref_client, -1
+                        ) < ref_clock:
+                            maxref[ref_client] = ref_clock
+                    if info & _HAS_PARENT_SUB:
+                        pos = skip_string(data, pos, n)
+
+                # Content, ordered by how often each kind occurs in practice.
+                if kind == _STRING:
+                    size = data[pos]
+                    pos += 1
+                    if size > 127:
+                        size, pos = tail(data, pos, size)
+                    end = pos + size
+                    if end > n:
+                        raise UpdateFormatError(f"truncated string of {size} bytes", pos)
+                    raw = data[pos:end]
+                    pos = end
+                    # Clocks count UTF-16 code units (JavaScript string length), which
+                    # yrs follows on the wire too, so a non-BMP character counts twice.
+                    if raw.isascii():
+                        length = size
+                    else:
+                        try:
+                            length = len(raw.decode("utf-8").encode("utf-16-le")) >> 1
+                        except UnicodeDecodeError as exc:
+                            raise UpdateFormatError(
+                                "invalid UTF-8 in string content", end - size + exc.start
+                            ) from None
+                elif kind == _ANY:
+                    length = data[pos]
+                    pos += 1
+                    if length > 127:
+                        length, pos = tail(data, pos, length)
+                    pos = skip_any(data, pos, n, length)
+                elif kind == _DELETED:
+                    length = data[pos]
+                    pos += 1
+                    if length > 127:
+                        length, pos = tail(data, pos, length)
+                elif kind == _TYPE:
+                    type_ref = data[pos]
+                    pos += 1
+                    if type_ref > 127:
+                        type_ref, pos = tail(data, pos, type_ref)
+                    if type_ref in _NAMED_TYPE_REFS:
+                        pos = skip_string(data, pos, n)
+                    elif type_ref > _MAX_TYPE_REF:
+                        raise UpdateFormatError(f"unknown type reference {type_ref}", pos - 1)
+                    length = 1
+                elif kind == _FORMAT:
+                    pos = skip_string(data, skip_string(data, pos, n), n)
+                    length = 1
+                elif kind == _EMBED:
+                    pos = skip_string(data, pos, n)
+                    length = 1
+                elif kind == _BINARY:
+                    size = data[pos]
+                    pos += 1
+                    if size > 127:
+                        size, pos = tail(data, pos, size)
+                    pos += size
+                    if pos > n:
+                        raise UpdateFormatError(f"truncated binary of {size} bytes", pos - size)
+                    length = 1
+                elif kind == _JSON:
+                    length = data[pos]
+                    pos += 1
+                    if length > 127:
+                        length, pos = tail(data, pos, length)
+                    for _ in range(length):
+                        pos = skip_string(data, pos, n)
+                elif kind == _DOC:
+                    pos = skip_any(data, skip_string(data, pos, n), n, 1)
+                    length = 1
+                else:
+                    # 11 is yrs's experimental "move" content and 12..31 are unassigned;
+                    # yjs cannot read either, so neither belongs in a v1 update we accept.
+                    raise UpdateFormatError(f"unknown struct content type {kind}", pos - 1)
+                clock += length
+
+            if clock > _MAX_VALUE:
+                raise UpdateFormatError(f"clock of client {client} overflows 64 bits", pos)
+            lo, hi = start, clock
+            if skips is not None:
+                # Skips at either end mean those clocks are simply not carried; a skip
+                # between carried structs means the later ones need the skipped clocks
+                # from elsewhere first, which is a dependency on the skip's end.
+                first, last = 0, len(skips)
+                while first < last and skips[first][0] == lo:
+                    lo = skips[first][1]
+                    first += 1
+                while last > first and skips[last - 1][1] == hi:
+                    hi = skips[last - 1][0]
+                    last -= 1
+                if first < last:
+                    gap_deps[client] = max(s[1] for s in skips[first:last])
+            if lo < hi:
+                ranges[client] = (lo, hi)
+            elif (
+                start > 0
+                and num_structs > (len(skips) if skips is not None else 0)
+                and maxref.get(client, -1) < start - 1
+            ):
+                # Only zero-length items were carried, so there is no range whose start
+                # dependency covers the same-client origins skipped above; record it here.
+                maxref[client] = start - 1
+
+        delete_set: dict[int, list[tuple[int, int]]] = {}
+        num_clients = data[pos]
+        pos += 1
+        if num_clients > 127:
+            num_clients, pos = tail(data, pos, num_clients)
+        for _ in range(num_clients):
+            client = data[pos]
+            pos += 1
+            if client > 127:
+                client, pos = tail(data, pos, client)
+            num_ranges = data[pos]
+            pos += 1
+            if num_ranges > 127:
+                num_ranges, pos = tail(data, pos, num_ranges)
+            if not num_ranges:
+                continue
+            # yjs merges repeated clients into one list (map.setIfUndefined), so do we.
+            deletes = delete_set.setdefault(client, [])
+            append = deletes.append
+            for _ in range(num_ranges):
+                del_clock = data[pos]
+                pos += 1
+                if del_clock > 127:
+                    del_clock, pos = tail(data, pos, del_clock)
+                del_len = data[pos]
+                pos += 1
+                if del_len > 127:
+                    del_len, pos = tail(data, pos, del_len)
+                append((del_clock, del_len))
+    except IndexError:
+        # Every inline read is `data[pos]` with pos only ever advanced by one past a
+        # checked byte, so an IndexError always means the input ended early, at `n`.
+        raise UpdateFormatError("truncated update: unexpected end of input", n) from None
+
+    if pos != n:
+        raise UpdateFormatError(f"{n - pos} trailing bytes after the delete set", pos)
+
+    # A run starting at clock c > 0 needs clocks below c.  A reference (c, k) is internal
+    # when it falls inside the update's own run for c; otherwise it needs clock k + 1.  For
+    # a client with a run, every reference below the run's start is already covered by the
+    # start dependency, so only the highest reference per client can add anything.
+    dependencies: dict[int, int] = {}
+    for client, (lo, _hi) in ranges.items():
+        if lo > 0:
+            dependencies[client] = lo
+    for client, gap_end in gap_deps.items():
+        if gap_end > dependencies.get(client, 0):
+            dependencies[client] = gap_end
+    for client, ref_clock in maxref.items():
+        own = ranges.get(client)
+        if own is None or ref_clock >= own[1]:
+            needed = ref_clock + 1
+            if needed > dependencies.get(client, 0):
+                dependencies[client] = needed
+
+    return UpdateInfo(ranges=ranges, dependencies=dependencies, delete_set=delete_set)
+
+
+def ready(info: UpdateInfo, state: dict[int, int]) -> bool:
+    """True when a document with state vector `state` can integrate `info`'s update fully.
+
+    A document already past some of the update's ranges is still ready: yjs and yrs skip
+    the structs they already have.
+    """
+    get = state.get
+    return all(get(client, 0) >= needed for client, needed in info.dependencies.items())
+
+
+def decode_state_vector(sv: bytes) -> dict[int, int]:
+    """Decode a lib0-encoded state vector (as from `Doc.get_state()`) into client -> clock."""
+    data = sv if type(sv) is bytes else bytes(sv)
+    n = len(data)
+    pos = 0
+    tail = _varuint_tail
+    state: dict[int, int] = {}
+    try:
+        count = data[pos]
+        pos += 1
+        if count > 127:
+            count, pos = tail(data, pos, count)
+        for _ in range(count):
+            entry_offset = pos
+            client = data[pos]
+            pos += 1
+            if client > 127:
+                client, pos = tail(data, pos, client)
+            clock = data[pos]
+            pos += 1
+            if clock > 127:
+                clock, pos = tail(data, pos, clock)
+            if client in state:
+                raise UpdateFormatError(
+                    f"client {client} appears twice in state vector", entry_offset
+                )
+            state[client] = clock
+    except IndexError:
+        raise UpdateFormatError("truncated state vector: unexpected end of input", n) from None
+    if pos != n:
+        raise UpdateFormatError(f"{n - pos} trailing bytes after the state vector", pos)
+    return state
+
+
+def _write_varuint(out: bytearray, value: int) -> None:
+    """Append `value` as a lib0 varUint (seven bits per byte, low bits first)."""
+    while value > 0x7F:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+
+
+def encode_state_vector(state: dict[int, int]) -> bytes:
+    """Encode client -> clock as a lib0 state vector, the inverse of `decode_state_vector`.
+
+    Entries are written with the highest client first, the order yjs uses, so that equal
+    state vectors encode to equal bytes whatever order the dict was built in.
+    """
+    out = bytearray()
+    _write_varuint(out, len(state))
+    for client in sorted(state, reverse=True):
+        clock = state[client]
+        if not 0 <= client <= _MAX_VALUE or not 0 <= clock <= _MAX_VALUE:
+            raise ValueError(f"state vector entry {client}: {clock} is not a u64 pair")
+        _write_varuint(out, client)
+        _write_varuint(out, clock)
+    return bytes(out)

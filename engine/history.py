@@ -32,12 +32,21 @@ class History:
     def __init__(
         self, base_state: bytes, base_version: int, base_clock: ClockKey, retain: int | None
     ):
-        self.base_state = base_state
+        self._base_state: bytes | None = base_state
+        self._base_doc: Doc[Any] | None = None
         self.base_version = base_version
         self.base_clock = base_clock
         self.retain = retain
         self.records: deque[Record] = deque()
         self.by_clock: dict[ClockKey, int] = {}
+
+    @property
+    def base_state(self) -> bytes:
+        """The compacted state as one update (encoded lazily: compaction happens often)."""
+        if self._base_state is None:
+            assert self._base_doc is not None
+            self._base_state = self._base_doc.get_update()
+        return self._base_state
 
     @property
     def version(self) -> int:
@@ -83,12 +92,14 @@ class History:
         if version <= self.base_version:
             return
         self._check(version)
-        doc: Doc[Any] = Doc()
-        for update in self.updates_until(version):
-            doc.apply_update(update)
-        self.base_state = doc.get_update()
+        # The base is kept as a live Doc so that compaction costs only the folded updates.
+        if self._base_doc is None:
+            self._base_doc = Doc()
+            self._base_doc.apply_update(self.base_state)
+        self._base_state = None
         while self.records and self.records[0].version <= version:
             rec = self.records.popleft()
+            self._base_doc.apply_update(rec.update)
             if self.by_clock.get(rec.clock) == rec.version:
                 del self.by_clock[rec.clock]
             self.base_clock = rec.clock

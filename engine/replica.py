@@ -100,6 +100,8 @@ class Replica:
         self._names: dict[int, str] = {}
         self._pending: dict[bytes, yupdate.UpdateInfo] = {}
         self._last_update = b""
+        self._clock: VectorClock | None = {}
+        self._registered = False
         self._doc.observe(self._on_transaction)
         self._history = History(self._doc.get_update(), 0, clock_key({}), retain)
 
@@ -117,15 +119,15 @@ class Replica:
 
     def clock(self) -> VectorClock:
         """What this replica has seen of each actor, as a plain dict."""
-        clock: VectorClock = {}
-        named: set[int] = set()
-        for name, n in self._actors.items():
-            clock[name] = int(n)
-            named.add(client_id_for(name))
-        for client, n in yupdate.decode_state_vector(self._doc.get_state()).items():
-            if client not in named and n:
-                clock[f"{ANONYMOUS}{client}"] = n
-        return clock
+        if self._clock is None:
+            self._clock = self._read_clock()
+        return dict(self._clock)
+
+    def _read_clock(self) -> VectorClock:
+        # The clock is the Yjs state vector under actor names: every change of ours adds at least
+        # one struct (see _apply_local), so each version has its own clock.
+        state = yupdate.decode_state_vector(self._doc.get_state())
+        return {self._name(client): n for client, n in state.items() if n}
 
     def snapshot(self, version: int | None = None, path: Path | None = None) -> bytes:
         """The document as BSON, at the latest or a retained past version, or one sub-path.
@@ -233,13 +235,19 @@ class Replica:
             raise
         if not plan.actions:
             return None
-        self._count = int(self._actors.get(self.actor, 0)) + 1
+        self._count += 1
         with self._doc.transaction(origin="local"):
             for action in plan.actions:
                 action()
-            self._actors[self.actor] = self._count
+            # Register our name once; and a change that only deletes adds no struct, so it
+            # ticks our entry to move the clock. (Not on every change: a struct between two
+            # text inserts stops pycrdt merging them, which made typing ~10x slower.)
+            if not self._registered or not plan.inserts:
+                self._actors[self.actor] = self._count
+                self._registered = True
         self._snapshot = None
         self._size = plan.size
+        self._clock = None
         return self._record(plan.effective, self.actor)
 
     def _record(self, ops: list[Op], actor: str) -> Change:
@@ -267,6 +275,8 @@ class Replica:
         return {self._name(c): n for c, n in info.dependencies.items() if state.get(c, 0) < n}
 
     def _name(self, client: int) -> str:
+        if client == self.client_id:
+            return self.actor
         if client not in self._names:
             for name in self._actors:
                 self._names[client_id_for(name)] = name
@@ -306,6 +316,7 @@ class Replica:
             return None
         ops = _EventApplier(self).apply(collected)
         self._snapshot = None
+        self._clock = None
         actor = self._author(update)
         return self._record(ops, actor)
 
@@ -400,8 +411,10 @@ class _Plan:
         self.actions: list[Callable[[], None]] = []
         self.undos: list[Callable[[], None]] = []
         self.effective: list[Op] = []
+        #: Whether some op adds a struct (anything but pure deletion).
+        self.inserts = False
         self.size = replica._size
-        self.epoch_base = f"{replica.actor}:{int(replica._actors.get(replica.actor, 0)) + 1}"
+        self.epoch_base = f"{replica.actor}:{replica._count + 1}"
 
     def undo(self) -> None:
         for fn in reversed(self.undos):
@@ -442,6 +455,7 @@ class _Plan:
     def op_set(self, op: Op, epoch: str) -> None:
         parent, key, path = self.resolve(op.path)
         self._check_value(op.value, len(path))
+        self.inserts = True
         value = clean(op.value)
         if isinstance(parent, DocNode):
             if not isinstance(key, str):
@@ -558,6 +572,7 @@ class _Plan:
             return
         for v in op.values:
             self._check_value(v, len(path) + 1)
+        self.inserts = True
         index, n, lim, values = op.index, len(op.values), self.r.limits.max_depth, op.values
         arr[index:index] = [clean(v) for v in values]
         self.undos.append(lambda: arr.__delitem__(slice(index, index + n)))
@@ -611,6 +626,7 @@ class _Plan:
             bi = len(s[:index].encode())
             bd = len(s[index : index + count].encode())
         parent[key] = new
+        self.inserts = self.inserts or bool(text)
         self.undos.append(lambda: parent.__setitem__(key, s))
 
         def act() -> None:
@@ -647,6 +663,7 @@ class _Plan:
             raise TypeMismatch(f"{_fmt(path)}: increment overflows a double", path)
         parent.counters[key] = (base, cur_epoch, new_deltas)
         parent[key] = value
+        self.inserts = True
 
         def undo() -> None:
             parent[key] = cur
@@ -675,6 +692,7 @@ class _Plan:
             new.meta[k] = (float(i), epoch)
         r._mirror = new
         self.size = len(encode_document(op.value))
+        self.inserts = self.inserts or bool(op.value)
 
         def undo() -> None:
             r._mirror = old

@@ -133,7 +133,7 @@ def _varuint_tail(data: bytes, pos: int, first: int) -> tuple[int, int]:
         if b < 0x80:
             break
         shift += 7
-        if shift >= _MAX_BITS + 7:
+        if shift >= _MAX_BITS:
             raise UpdateFormatError("varUint longer than 10 bytes", start)
     if value > _MAX_VALUE:
         raise UpdateFormatError("varUint exceeds 64 bits", start)

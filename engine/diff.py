@@ -12,7 +12,7 @@ from typing import Any
 
 from bson.int64 import Int64
 
-from .errors import MalformedDiff
+from .errors import LimitExceeded, MalformedDiff
 
 Path = tuple[str | int, ...]
 
@@ -91,7 +91,10 @@ def parse_diff(doc: dict[str, Any], max_ops: int) -> ParsedDiff:
     if not isinstance(raw, list):
         raise MalformedDiff("'ops' must be an array")
     if len(raw) > max_ops:
-        raise MalformedDiff(f"too many ops: {len(raw)} > max_ops={max_ops}")
+        raise LimitExceeded(
+            f"the diff has {len(raw)} ops, over the limit max_ops={max_ops}",
+            "max_ops", max_ops, len(raw),
+        )  # fmt: skip
     return ParsedDiff([parse_op(o, i) for i, o in enumerate(raw)])
 
 

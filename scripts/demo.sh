@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Installs virtualdom into .venv and runs the README's two-replica example.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+.venv/bin/python -m pip install -q -e .
+.venv/bin/python - <<'PY'
+import re, pathlib
+text = pathlib.Path("README.md").read_text()
+block = re.search(r"```python\n(.*?)```", text, re.S).group(1)
+exec(compile(block, "README.md", "exec"))
+PY

@@ -24,7 +24,7 @@ Errors: every deliberate error derives from :class:`EngineError`::
 A rejected diff leaves the replica exactly as it was.
 """
 
-from .clock import VectorClock, client_id_for, clock_from_bson, clock_to_bson
+from .clock import VectorClock, client_id_for, clock_from_bson, clock_to_bson, validate_clock
 from .diff import Op
 from .errors import (
     CausalityError,
@@ -60,4 +60,5 @@ __all__ = [
     "client_id_for",
     "clock_from_bson",
     "clock_to_bson",
+    "validate_clock",
 ]

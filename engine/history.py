@@ -74,6 +74,12 @@ class History:
         if version > self.version:
             raise CausalityError(f"version {version} does not exist; the latest is {self.version}")
 
+    def clock_of(self, version: int) -> ClockKey:
+        self._check(version)
+        if version == self.base_version:
+            return self.base_clock
+        return self.records[version - self.base_version - 1].clock
+
     def ops_since(self, version: int) -> list[Op]:
         """Every effective op of versions after ``version``, in order."""
         self._check(version)

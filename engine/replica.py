@@ -85,8 +85,10 @@ class Replica:
     """One actor's replica of one document. Not thread-safe: drive it from one task."""
 
     def __init__(self, actor: str, *, limits: Limits | None = None, retain: int | None = 10_000):
-        if not isinstance(actor, str) or not actor or actor.startswith(ANONYMOUS):
-            raise ValueError(f"actor must be a non-empty string not starting with {ANONYMOUS!r}")
+        if not isinstance(actor, str) or not actor or actor.startswith(ANONYMOUS) or META in actor:
+            raise ValueError(
+                f"actor must be a non-empty string not starting with {ANONYMOUS!r}, without NUL"
+            )
         self.actor = actor
         self.limits = limits or Limits()
         self.client_id = client_id_for(actor)
@@ -104,6 +106,31 @@ class Replica:
         self._registered = False
         self._doc.observe(self._on_transaction)
         self._history = History(self._doc.get_update(), 0, clock_key({}), retain)
+
+    @classmethod
+    def restore(
+        cls,
+        actor: str,
+        state: bytes,
+        version: int,
+        *,
+        limits: Limits | None = None,
+        retain: int | None = 10_000,
+    ) -> Replica:
+        """A replica rebuilt from a stored state (``encode_state()``) taken at ``version``.
+
+        Its history starts at ``version``: older versions and contexts are compacted.
+        """
+        replica = cls(actor, limits=limits, retain=retain)
+        if state:
+            replica._doc.apply_update(state)
+        replica._mirror = replica.materialize()
+        replica._registered = actor in replica._actors
+        replica._clock = None
+        replica._history = History(
+            replica.encode_state(), version, clock_key(replica.clock()), retain
+        )
+        return replica
 
     # -- reading ---------------------------------------------------------------------------------
 
@@ -128,6 +155,10 @@ class Replica:
         # one struct (see _apply_local), so each version has its own clock.
         state = yupdate.decode_state_vector(self._doc.get_state())
         return {self._name(client): n for client, n in state.items() if n}
+
+    def clock_at(self, version: int) -> VectorClock:
+        """The vector clock at a retained version."""
+        return dict(self._history.clock_of(version))
 
     def snapshot(self, version: int | None = None, path: Path | None = None) -> bytes:
         """The document as BSON, at the latest or a retained past version, or one sub-path.
@@ -414,7 +445,9 @@ class _Plan:
         #: Whether some op adds a struct (anything but pure deletion).
         self.inserts = False
         self.size = replica._size
-        self.epoch_base = f"{replica.actor}:{replica._count + 1}"
+        # Our own clock only grows, even across restores, so epochs never repeat.
+        own = yupdate.decode_state_vector(replica._doc.get_state()).get(replica.client_id, 0)
+        self.epoch_base = f"{replica.actor}:{own}"
 
     def undo(self) -> None:
         for fn in reversed(self.undos):
@@ -511,21 +544,18 @@ class _Plan:
 
         self.undos.append(undo)
         ppath, lim, had_counters = path[:-1], self.r.limits.max_depth, old_counters
+        # Copied now: later ops of this diff mutate the mirror's value before any action runs.
+        raw = _plain(value)
         del old_value
 
         def act() -> None:
             ymap = self.r._ynode(ppath)
-            ymap[key] = to_crdt(self._raw(path), len(path), lim)
+            ymap[key] = to_crdt(raw, len(path), lim)
             ymap[META + key] = [order, epoch]
             if had_counters is not None:
                 _drop_counter_keys(ymap, key)
 
         self.actions.append(act)
-
-    def _raw(self, path: Path) -> Any:
-        # The value to write is the mirror's at action time: actions run in op order, so this
-        # is exactly what this op stored (later ops in the diff have not run yet).
-        return _plain(Replica._get(self.r._mirror, path))
 
     def op_remove(self, op: Op, epoch: str) -> None:
         parent, key, path = self.resolve(op.path)

@@ -1,0 +1,1 @@
+"""The MemoryGateway gRPC server."""

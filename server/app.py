@@ -1,0 +1,142 @@
+"""Assembling and running a gateway: store, change feed, documents, gRPC server.
+
+Tests run it in-process::
+
+    gw = Gateway(GatewayConfig(address="127.0.0.1:0", data_dir=tmp))
+    port = await gw.start()
+    ...
+    await gw.stop()
+
+and ``virtualdom serve`` runs :func:`run` until SIGTERM/SIGINT sets the shutdown event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from typing import Any
+
+import grpc
+
+from virtualdom.v1 import gateway_pb2 as pb
+
+from .config import GatewayConfig
+from .documents import Documents
+from .feed import ChangeFeed
+from .service import MemoryGateway
+from .sessions import SessionService
+from .store import SqliteStore
+
+log = logging.getLogger("virtualdom.gateway")
+SERVICE = "virtualdom.v1.MemoryGateway"
+
+
+def _serialize(message: Any) -> bytes:
+    # Change streams send pre-encoded bytes (each change encoded once for every subscriber).
+    if isinstance(message, bytes):
+        return message
+    data: bytes = message.SerializeToString()
+    return data
+
+
+def method_handlers(gateway: MemoryGateway, sessions: SessionService) -> grpc.GenericRpcHandler:
+    return grpc.method_handlers_generic_handler(
+        SERVICE,
+        {
+            "WriteDiff": grpc.unary_unary_rpc_method_handler(
+                gateway.WriteDiff,
+                request_deserializer=pb.WriteDiffRequest.FromString,
+                response_serializer=_serialize,
+            ),
+            "ReadSnapshot": grpc.unary_unary_rpc_method_handler(
+                gateway.ReadSnapshot,
+                request_deserializer=pb.ReadSnapshotRequest.FromString,
+                response_serializer=_serialize,
+            ),
+            "SubscribeChanges": grpc.unary_stream_rpc_method_handler(
+                gateway.SubscribeChanges,
+                request_deserializer=pb.SubscribeRequest.FromString,
+                response_serializer=_serialize,
+            ),
+            "CollaborativeSession": grpc.stream_stream_rpc_method_handler(
+                sessions.CollaborativeSession,
+                request_deserializer=pb.SessionMessage.FromString,
+                response_serializer=_serialize,
+            ),
+        },
+    )
+
+
+class Gateway:
+    """One gateway process's parts, started and stopped together."""
+
+    def __init__(self, config: GatewayConfig):
+        self.config = config
+        self.feed = ChangeFeed(config.feed_capacity)
+        self.store: SqliteStore | None = None
+        self.documents: Documents | None = None
+        self.service: MemoryGateway | None = None
+        self.sessions: SessionService | None = None
+        self.server: grpc.aio.Server | None = None
+        self.port = 0
+
+    async def start(self) -> int:
+        """Open the store, bind the address, start serving. Returns the bound port."""
+        cfg = self.config
+        self.store = SqliteStore(cfg.data_dir, on_commit=self.feed.publish)
+        self.feed.set_head(await self.store.head())
+        self.documents = Documents(self.store, cfg)
+        self.documents.start()
+        self.service = MemoryGateway(cfg, self.store, self.documents, self.feed)
+        self.sessions = SessionService(cfg, self.documents, self.feed, self.service)
+        options = [
+            ("grpc.max_receive_message_length", cfg.max_message_bytes),
+            ("grpc.max_send_message_length", cfg.max_message_bytes),
+            # A second server must not silently share the port (grpc enables SO_REUSEPORT).
+            ("grpc.so_reuseport", 0),
+            ("grpc.keepalive_permit_without_calls", 1),
+            ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
+        ]
+        self.server = grpc.aio.server(
+            options=options,
+            compression=grpc.Compression.Gzip if cfg.compression == "gzip" else None,
+        )
+        self.server.add_generic_rpc_handlers((method_handlers(self.service, self.sessions),))
+        self.port = self.server.add_insecure_port(cfg.address)
+        if self.port == 0:
+            raise OSError(f"could not bind {cfg.address}")
+        await self.server.start()
+        host = cfg.address.rsplit(":", 1)[0]
+        log.info("listening on %s:%d, storing in %s", host, self.port, self.store.path)
+        return self.port
+
+    async def stop(self, grace: float = 10.0) -> None:
+        """Stop accepting calls, end streams with a resumable status, finish in-flight writes,
+        write snapshots and close the store."""
+        if self.service is not None:
+            self.service.shutdown.set()
+        if self.sessions is not None:
+            self.sessions.shutdown.set()
+        if self.server is not None:
+            await self.server.stop(grace)
+        if self.documents is not None:
+            await self.documents.close()
+        if self.store is not None:
+            await self.store.close()
+        log.info("stopped")
+
+
+async def run(config: GatewayConfig, shutdown: asyncio.Event | None = None) -> None:
+    """Serve until ``shutdown`` is set (SIGTERM and SIGINT set it)."""
+    shutdown = shutdown or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, shutdown.set)
+    gateway = Gateway(config)
+    await gateway.start()
+    try:
+        await shutdown.wait()
+        log.info("shutting down")
+    finally:
+        await gateway.stop()

@@ -1,0 +1,352 @@
+"""Loaded documents, each driven by one actor task that serialises its changes.
+
+A :class:`DocumentHost` owns one engine replica. Commands reach it through a mailbox; the host
+applies consecutive writes in memory, appends them to the store in one durable commit, and only
+then acknowledges them (and the store's commit hook publishes them to the change feed). Reads and
+joins run between write batches, so they only ever see durable state.
+
+:class:`Documents` loads hosts on demand from the store and unloads idle ones.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from virtualdom.engine import Change, EngineError, Replica, clock_to_bson
+
+from .config import GatewayConfig
+from .errors import NotFound, Unavailable, VersionMismatch
+from .store import Store, StoredChange, StoredSnapshot, StoreError
+
+log = logging.getLogger("virtualdom.documents")
+
+
+@dataclass(slots=True)
+class WriteResult:
+    """What a write did: the version and clock after it and the change (None: no change)."""
+
+    version: int
+    clock: dict[str, int]
+    stored: StoredChange | None
+    replayed: bool = False
+
+
+@dataclass(slots=True)
+class Write:
+    """A diff or raw update to apply, with the writer's bookkeeping."""
+
+    diff: bytes | None = None
+    update: bytes | None = None
+    context: Mapping[str, int] | None = None
+    actor: str = "anonymous"
+    metadata: dict[str, str] = field(default_factory=dict)
+    request_id: str = ""
+    expected_version: int | None = None
+    origin: str = ""
+    future: asyncio.Future[WriteResult] | None = None
+
+
+@dataclass(slots=True)
+class Call:
+    """Run ``fn(replica)`` inside the actor, between write batches (durable state only)."""
+
+    fn: Callable[[Replica], Any]
+    future: asyncio.Future[Any] | None = None
+
+
+Command = Write | Call
+
+
+class DocumentHost:
+    """One loaded document and its actor task."""
+
+    def __init__(
+        self,
+        node_id: bytes,
+        replica: Replica,
+        store: Store,
+        config: GatewayConfig,
+        last_seq: int,
+        exists: bool,
+        snapshot_version: int,
+    ):
+        self.node_id = node_id
+        self.replica = replica
+        self.store = store
+        self.config = config
+        #: Seq of the document's latest committed change.
+        self.last_seq = last_seq
+        #: False until the first write is durable (a new, still empty document).
+        self.exists = exists
+        self.snapshot_version = snapshot_version
+        self.mailbox: asyncio.Queue[Command | None] = asyncio.Queue()
+        self.last_used = time.monotonic()
+        self.members: dict[str, Any] = {}
+        self.closed = False
+        self._recent: dict[str, WriteResult] = {}
+        self.task = asyncio.get_running_loop().create_task(
+            self._run(), name=f"doc:{node_id[:64]!r}"
+        )
+
+    async def submit(self, cmd: Command) -> Any:
+        if self.closed:
+            raise Unavailable("document is being unloaded; retry")
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        cmd.future = fut
+        self.last_used = time.monotonic()
+        self.mailbox.put_nowait(cmd)
+        return await fut
+
+    def idle(self, now: float) -> bool:
+        return (
+            not self.members
+            and self.mailbox.empty()
+            and now - self.last_used >= self.config.idle_unload_s
+        )
+
+    async def _run(self) -> None:
+        while True:
+            cmd = await self.mailbox.get()
+            if cmd is None:
+                return  # stop(): every command queued before it has run
+            if isinstance(cmd, Call):
+                assert cmd.future is not None
+                if cmd.future.done():
+                    continue
+                try:
+                    cmd.future.set_result(cmd.fn(self.replica))
+                except BaseException as exc:  # delivered to the caller
+                    cmd.future.set_exception(exc)
+                continue
+            batch: list[Write] = [cmd]
+            # Consecutive writes share one durable commit.
+            while not self.mailbox.empty() and len(batch) < 1024:
+                nxt = self.mailbox._queue[0]  # type: ignore[attr-defined]
+                if not isinstance(nxt, Write):
+                    break
+                batch.append(self.mailbox.get_nowait())  # type: ignore[arg-type]
+            try:
+                await self._writes(batch)
+            except Exception as exc:  # a bug: fail the batch, keep the actor alive
+                log.exception("write batch failed")
+                for w in batch:
+                    _fail(w.future, exc)
+
+    async def _writes(self, batch: list[Write]) -> None:
+        pending: list[tuple[Write, Change, StoredChange]] = []
+        for w in batch:
+            assert w.future is not None
+            try:
+                if w.request_id and (done := await self._replay(w.request_id)) is not None:
+                    w.future.set_result(done)
+                    continue
+                r = self.replica
+                if w.expected_version is not None and w.expected_version != r.version:
+                    raise VersionMismatch(
+                        f"expected version {w.expected_version}, the document is at {r.version}",
+                        r.version,
+                    )
+                if w.update is not None:
+                    change = r.apply_diff(_update_diff(w.update))
+                else:
+                    assert w.diff is not None
+                    change = r.apply_diff(w.diff, w.context)
+            except (EngineError, VersionMismatch) as exc:
+                w.future.set_exception(exc)
+                continue
+            if change is None:
+                w.future.set_result(WriteResult(r.version, r.clock(), None))
+                continue
+            stored = StoredChange(
+                self.node_id,
+                change.version,
+                w.actor,
+                int(time.time() * 1_000_000),
+                clock_to_bson(change.clock),
+                change.diff,
+                change.update,
+                dict(w.metadata),
+                w.request_id,
+                origin=w.origin,
+            )
+            pending.append((w, change, stored))
+        if not pending:
+            return
+        try:
+            await self.store.append([s for _, _, s in pending])
+        except StoreError as exc:
+            # Memory is ahead of the disk now: rebuild the replica from the store.
+            log.error("store append failed for %r: %s", self.node_id, exc)
+            for w, _, _ in pending:
+                _fail(w.future, Unavailable(f"the write was not stored: {exc}"))
+            self.replica = await load_replica(self.node_id, self.store, self.config)
+            return
+        self.exists = True
+        for w, change, stored in pending:
+            self.last_seq = max(self.last_seq, stored.seq)
+            result = WriteResult(change.version, change.clock, stored)
+            if w.request_id:
+                self._remember(w.request_id, result)
+            if w.future is not None and not w.future.done():
+                w.future.set_result(result)
+        if self.replica.version - self.snapshot_version >= self.config.snapshot_every:
+            await self.save_snapshot()
+
+    async def _replay(self, request_id: str) -> WriteResult | None:
+        hit = self._recent.get(request_id)
+        if hit is None:
+            stored = await self.store.find_request(self.node_id, request_id)
+            if stored is None:
+                return None
+            from virtualdom.engine import clock_from_bson
+
+            hit = WriteResult(stored.version, clock_from_bson(stored.clock_bson), stored)
+        return WriteResult(hit.version, hit.clock, hit.stored, replayed=True)
+
+    def _remember(self, request_id: str, result: WriteResult) -> None:
+        self._recent[request_id] = result
+        if len(self._recent) > 4096:
+            # Older keys are still found in the store.
+            for k in list(self._recent)[:1024]:
+                del self._recent[k]
+
+    async def save_snapshot(self) -> None:
+        r = self.replica
+        if r.version == self.snapshot_version or not self.exists:
+            return
+        prune = None
+        if self.config.retain_versions is not None:
+            prune = max(0, r.version - self.config.retain_versions) + 1
+        snap = StoredSnapshot(self.node_id, r.version, r.encode_state(), self.last_seq)
+        await self.store.put_snapshot(snap, prune)
+        self.snapshot_version = r.version
+
+    async def stop(self) -> None:
+        """Finish every queued command (in-flight writes become durable), then snapshot."""
+        self.closed = True
+        self.mailbox.put_nowait(None)
+        await self.task
+        with contextlib.suppress(StoreError):
+            await self.save_snapshot()
+
+
+def _update_diff(update: bytes) -> bytes:
+    import bson
+
+    return bson.encode({"update": update})
+
+
+def _fail(fut: asyncio.Future[Any] | None, exc: BaseException) -> None:
+    if fut is not None and not fut.done():
+        fut.set_exception(exc)
+
+
+async def load_replica(node_id: bytes, store: Store, config: GatewayConfig) -> Replica:
+    replica, _, _, _ = await _load(node_id, store, config)
+    return replica
+
+
+async def _load(
+    node_id: bytes, store: Store, config: GatewayConfig
+) -> tuple[Replica, int, bool, int]:
+    snap, changes = await store.load(node_id)
+    replica = Replica.restore(
+        config.actor,
+        snap.state if snap else b"",
+        snap.version if snap else 0,
+        limits=config.limits,
+        retain=config.retain_in_memory,
+    )
+    for c in changes:
+        applied = replica.merge(c.update)
+        if replica.version != c.version or len(applied) != 1:
+            raise StoreError(
+                f"stored log of {node_id!r} is inconsistent at version {c.version}"
+                f" (replica at {replica.version})"
+            )
+    last_seq = changes[-1].seq if changes else (snap.seq if snap else 0)
+    return replica, last_seq, bool(snap or changes), snap.version if snap else 0
+
+
+class Documents:
+    """The loaded documents of a gateway."""
+
+    def __init__(self, store: Store, config: GatewayConfig):
+        self.store = store
+        self.config = config
+        self.hosts: dict[bytes, DocumentHost] = {}
+        self._loading: dict[bytes, asyncio.Future[DocumentHost]] = {}
+        self._janitor: asyncio.Task[None] | None = None
+        self.closing = False
+
+    def start(self) -> None:
+        self._janitor = asyncio.get_running_loop().create_task(self._sweep())
+
+    async def host(self, node_id: bytes, create: bool) -> DocumentHost:
+        """The loaded host of a document (loading it); NotFound when it does not exist and
+        ``create`` is False."""
+        if self.closing:
+            raise Unavailable("the gateway is shutting down")
+        host = self.hosts.get(node_id)
+        if host is None:
+            fut = self._loading.get(node_id)
+            if fut is None:
+                fut = asyncio.get_running_loop().create_future()
+                self._loading[node_id] = fut
+                try:
+                    replica, last_seq, exists, snap_v = await _load(
+                        node_id, self.store, self.config
+                    )
+                    host = DocumentHost(
+                        node_id, replica, self.store, self.config, last_seq, exists, snap_v
+                    )
+                    self.hosts[node_id] = host
+                    fut.set_result(host)
+                except BaseException as exc:
+                    fut.set_exception(exc)
+                    fut.exception()  # retrieved: waiters get it through await below
+                    raise
+                finally:
+                    del self._loading[node_id]
+            else:
+                host = await fut
+        if not create and not host.exists:
+            raise NotFound(f"no document {node_id!r}")
+        host.last_used = time.monotonic()
+        return host
+
+    async def run(self, node_id: bytes, fn: Callable[[DocumentHost], Awaitable[Any]]) -> Any:
+        return await fn(await self.host(node_id, create=False))
+
+    async def _sweep(self) -> None:
+        period = max(0.05, self.config.idle_unload_s / 2)
+        while True:
+            await asyncio.sleep(period)
+            await self.unload_idle()
+
+    async def unload_idle(self) -> int:
+        now = time.monotonic()
+        idle = [h for h in self.hosts.values() if h.idle(now)]
+        for h in idle:
+            # Removed first, synchronously: a new command after this loads a fresh host.
+            self.hosts.pop(h.node_id, None)
+        for h in idle:
+            await h.stop()
+        return len(idle)
+
+    async def close(self) -> None:
+        self.closing = True
+        if self._janitor is not None:
+            self._janitor.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._janitor
+        hosts = list(self.hosts.values())
+        self.hosts.clear()
+        for h in hosts:
+            await h.stop()

@@ -1,0 +1,113 @@
+"""The one table mapping domain errors to gRPC status codes.
+
+Handlers raise (or let through) domain exceptions; :func:`status_of` turns any of them into a
+code, a message and an :class:`ErrorDetail` a client can act on. Nothing else in the server picks
+status codes for domain errors.
+"""
+
+from __future__ import annotations
+
+import grpc
+
+from virtualdom.engine import (
+    CausalityError,
+    EngineError,
+    HistoryCompacted,
+    LimitExceeded,
+    MalformedBSON,
+    MalformedDiff,
+    MalformedUpdate,
+    MissingDependencies,
+    PathError,
+    TypeMismatch,
+)
+from virtualdom.v1 import gateway_pb2 as pb
+
+
+class GatewayError(Exception):
+    """Base of the gateway's own errors."""
+
+
+class BadRequest(GatewayError):
+    """A request field is missing or malformed (empty node_id, bad token, bad clock...)."""
+
+
+class NotFound(GatewayError):
+    """The document does not exist."""
+
+
+class VersionMismatch(GatewayError):
+    """The expected_version precondition failed."""
+
+    def __init__(self, message: str, current: int):
+        super().__init__(message)
+        self.current = current
+
+
+class TooMany(GatewayError):
+    """A cap (subscribers, sessions, ...) is reached."""
+
+
+class Unavailable(GatewayError):
+    """The gateway is shutting down or the store failed; retry later."""
+
+
+class ShuttingDown(Unavailable):
+    """A stream ends because the gateway stops; the client resumes from ``resume_token``."""
+
+    def __init__(self, message: str, resume_token: bytes):
+        super().__init__(message)
+        self.resume_token = resume_token
+
+
+class Compacted(GatewayError):
+    """A subscriber needs changes that were compacted away."""
+
+    def __init__(self, message: str, oldest_version: int, resume_token: bytes = b""):
+        super().__init__(message)
+        self.oldest_version = oldest_version
+        self.resume_token = resume_token
+
+
+# Order matters: subclasses before their bases.
+_TABLE: list[tuple[type[BaseException], grpc.StatusCode, str]] = [
+    (MalformedBSON, grpc.StatusCode.INVALID_ARGUMENT, "MALFORMED_BSON"),
+    (MalformedUpdate, grpc.StatusCode.INVALID_ARGUMENT, "MALFORMED_UPDATE"),
+    (MalformedDiff, grpc.StatusCode.INVALID_ARGUMENT, "MALFORMED_DIFF"),
+    (TypeMismatch, grpc.StatusCode.INVALID_ARGUMENT, "TYPE_MISMATCH"),
+    (PathError, grpc.StatusCode.INVALID_ARGUMENT, "BAD_PATH"),
+    (MissingDependencies, grpc.StatusCode.FAILED_PRECONDITION, "MISSING_DEPENDENCIES"),
+    (HistoryCompacted, grpc.StatusCode.OUT_OF_RANGE, "HISTORY_COMPACTED"),
+    (CausalityError, grpc.StatusCode.INVALID_ARGUMENT, "BAD_CONTEXT"),
+    (LimitExceeded, grpc.StatusCode.INVALID_ARGUMENT, "LIMIT_EXCEEDED"),
+    (EngineError, grpc.StatusCode.INVALID_ARGUMENT, "INVALID"),
+    (BadRequest, grpc.StatusCode.INVALID_ARGUMENT, "BAD_REQUEST"),
+    (NotFound, grpc.StatusCode.NOT_FOUND, "NOT_FOUND"),
+    (VersionMismatch, grpc.StatusCode.FAILED_PRECONDITION, "VERSION_MISMATCH"),
+    (Compacted, grpc.StatusCode.OUT_OF_RANGE, "HISTORY_COMPACTED"),
+    (TooMany, grpc.StatusCode.RESOURCE_EXHAUSTED, "TOO_MANY"),
+    (ShuttingDown, grpc.StatusCode.UNAVAILABLE, "SHUTTING_DOWN"),
+    (Unavailable, grpc.StatusCode.UNAVAILABLE, "UNAVAILABLE"),
+]
+
+
+def status_of(exc: BaseException) -> tuple[grpc.StatusCode, str, pb.ErrorDetail] | None:
+    """The status for a domain error, or None for an unexpected exception (a bug: INTERNAL)."""
+    for cls, code, reason in _TABLE:
+        if isinstance(exc, cls):
+            detail = pb.ErrorDetail(reason=reason)
+            if isinstance(exc, HistoryCompacted):
+                detail.version = exc.oldest_version
+            elif isinstance(exc, Compacted):
+                detail.version = exc.oldest_version
+                detail.resume_token = exc.resume_token
+            elif isinstance(exc, ShuttingDown):
+                detail.resume_token = exc.resume_token
+            elif isinstance(exc, VersionMismatch):
+                detail.version = exc.current
+            elif isinstance(exc, LimitExceeded):
+                detail.limit = exc.limit
+                detail.allowed = exc.allowed
+                detail.actual = exc.actual
+            return code, str(exc), detail
+    return None

@@ -1,0 +1,174 @@
+"""The change feed: committed changes in global log order, for subscribers and sessions.
+
+Like etcd's watchable store: the store's commit hook publishes every committed change here in seq
+order, into a bounded in-memory window; each follower keeps only its position (a seq) and reads
+from the window, or from the store when it has fallen out of the window. Writers never wait for
+followers, and a slow follower costs no memory beyond its position: it just reads older entries
+from disk until it catches up.
+
+Each change is encoded to protobuf once; a batch for a stream message is the concatenation of
+the encoded changes (``repeated Change changes = 1`` on the wire), so fan-out to many
+subscribers does not re-encode anything.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import bson
+
+from virtualdom.v1 import gateway_pb2 as pb
+
+from .store import StoredChange
+
+
+def clock_pb(clock_bson: bytes) -> pb.VectorClock:
+    return pb.VectorClock(counters={k: int(v) for k, v in bson.decode(clock_bson).items()})
+
+
+def resume_token(seq: int) -> bytes:
+    """An opaque position in the log (8 bytes, big-endian seq)."""
+    return seq.to_bytes(8, "big")
+
+
+def parse_resume_token(token: bytes) -> int:
+    if len(token) != 8:
+        raise ValueError("a resume token is 8 bytes as returned in events")
+    return int.from_bytes(token, "big")
+
+
+@dataclass(slots=True)
+class Entry:
+    """One committed change, with its encodings cached."""
+
+    change: StoredChange
+    origin: str = ""
+    _with_update: bytes | None = None
+    _without_update: bytes | None = None
+
+    @property
+    def seq(self) -> int:
+        return self.change.seq
+
+    def message(self, include_update: bool) -> pb.Change:
+        c = self.change
+        return pb.Change(
+            node_id=c.node_id,
+            version=c.version,
+            vector_clock=clock_pb(c.clock_bson),
+            diff_bson=c.diff_bson,
+            update=c.update if include_update else b"",
+            actor=c.actor,
+            timestamp_us=c.timestamp_us,
+            metadata=c.metadata,
+            resume_token=resume_token(c.seq),
+        )
+
+    def encoded_field(self, include_update: bool) -> bytes:
+        """This change as field 1 of a ChangeEvent (tag, length, bytes), encoded once."""
+        if include_update:
+            if self._with_update is None:
+                self._with_update = _field1(self.message(True).SerializeToString())
+            return self._with_update
+        if self._without_update is None:
+            self._without_update = _field1(self.message(False).SerializeToString())
+        return self._without_update
+
+
+def _field1(payload: bytes) -> bytes:
+    n = len(payload)
+    out = bytearray(b"\x0a")
+    while n >= 0x80:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out) + payload
+
+
+@dataclass(eq=False)
+class Follower:
+    """A registration to be woken when a matching change is published."""
+
+    node_id: bytes | None
+    prefix: bytes | None
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def matches(self, node_id: bytes) -> bool:
+        if self.node_id is not None:
+            return node_id == self.node_id
+        return self.prefix is not None and node_id.startswith(self.prefix)
+
+
+class ChangeFeed:
+    """A bounded window of recent committed changes, in seq order."""
+
+    def __init__(self, capacity: int = 20_000):
+        self.capacity = capacity
+        self._seqs: list[int] = []
+        self._entries: list[Entry] = []
+        self.head = 0
+        self._by_node: dict[bytes, set[Follower]] = {}
+        self._by_prefix: set[Follower] = set()
+        self.listeners: list[Callable[[list[Entry]], None]] = []
+
+    def set_head(self, seq: int) -> None:
+        self.head = max(self.head, seq)
+
+    def publish(self, changes: list[StoredChange]) -> None:
+        entries = [Entry(c, c.origin) for c in changes]
+        for e in entries:
+            self._seqs.append(e.seq)
+            self._entries.append(e)
+            self.head = max(self.head, e.seq)
+        if len(self._entries) > 2 * self.capacity:
+            drop = len(self._entries) - self.capacity
+            del self._seqs[:drop]
+            del self._entries[:drop]
+        for e in entries:
+            for f in self._by_node.get(e.change.node_id, ()):
+                f.wake.set()
+        if self._by_prefix:
+            for f in self._by_prefix:
+                if any(f.matches(e.change.node_id) for e in entries):
+                    f.wake.set()
+        for listener in self.listeners:
+            listener(entries)
+
+    def window_start(self) -> int:
+        """Entries with seq > this are all in the window (when it is not empty)."""
+        return self._seqs[0] - 1 if self._seqs else self.head
+
+    def read(self, after: int, follower: Follower, limit: int) -> list[Entry] | None:
+        """Matching entries with seq > ``after``; None when ``after`` is older than the window."""
+        if after < self.window_start():
+            return None
+        i = bisect.bisect_right(self._seqs, after)
+        out: list[Entry] = []
+        entries = self._entries
+        while i < len(entries) and len(out) < limit:
+            e = entries[i]
+            if follower.matches(e.change.node_id):
+                out.append(e)
+            i += 1
+        return out
+
+    def follow(self, node_id: bytes | None, prefix: bytes | None) -> Follower:
+        f = Follower(node_id, prefix)
+        if node_id is not None:
+            self._by_node.setdefault(node_id, set()).add(f)
+        else:
+            self._by_prefix.add(f)
+        return f
+
+    def unfollow(self, f: Follower) -> None:
+        if f.node_id is not None:
+            s = self._by_node.get(f.node_id)
+            if s is not None:
+                s.discard(f)
+                if not s:
+                    del self._by_node[f.node_id]
+        else:
+            self._by_prefix.discard(f)

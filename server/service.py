@@ -1,0 +1,336 @@
+"""The MemoryGateway handlers: convert the request, call the domain, convert the result.
+
+Errors are not mapped here: they propagate to :func:`rpc_errors`, which asks the single table in
+:mod:`.errors` for the status.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
+
+import bson
+import grpc
+from google.protobuf import any_pb2
+from google.rpc import code_pb2, status_pb2
+from grpc_status import rpc_status
+
+from virtualdom.engine import Replica, validate_clock
+from virtualdom.engine.diff import parse_path
+from virtualdom.v1 import gateway_pb2 as pb
+
+from .config import GatewayConfig
+from .documents import Call, Documents, Write, WriteResult
+from .errors import BadRequest, Compacted, NotFound, ShuttingDown, TooMany, status_of
+from .feed import ChangeFeed, Entry, Follower, clock_pb, parse_resume_token, resume_token
+from .store import Store, StoredChange
+
+log = logging.getLogger("virtualdom.service")
+T = TypeVar("T")
+
+
+async def abort_for(context: grpc.aio.ServicerContext[Any, Any], exc: BaseException) -> None:
+    """Abort the RPC with the status the error table gives ``exc`` (INTERNAL if none)."""
+    mapped = status_of(exc)
+    if mapped is None:
+        log.exception("internal error", exc_info=exc)
+        await context.abort(grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}")
+        return
+    code, message, detail = mapped
+    packed = any_pb2.Any()
+    packed.Pack(detail)
+    status = status_pb2.Status(
+        code=getattr(code_pb2, code.name), message=message, details=[packed]
+    )
+    await context.abort_with_status(rpc_status.to_status(status))
+
+
+def rpc_errors(fn: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
+    @functools.wraps(fn)
+    async def wrapper(self: Any, request: Any, context: Any) -> T:
+        try:
+            return await fn(self, request, context)
+        except (grpc.aio.AbortError, asyncio.CancelledError):
+            raise
+        except Exception as exc:
+            await abort_for(context, exc)
+            raise AssertionError("unreachable") from exc
+
+    return wrapper
+
+
+def stream_errors(
+    fn: Callable[..., AsyncIterator[T]],
+) -> Callable[..., AsyncIterator[T]]:
+    @functools.wraps(fn)
+    async def wrapper(self: Any, request: Any, context: Any) -> AsyncIterator[T]:
+        try:
+            async for item in fn(self, request, context):
+                yield item
+        except (grpc.aio.AbortError, asyncio.CancelledError, GeneratorExit):
+            raise
+        except Exception as exc:
+            await abort_for(context, exc)
+
+    return wrapper
+
+
+def clock_of(msg: pb.VectorClock) -> dict[str, int]:
+    return validate_clock(dict(msg.counters))
+
+
+class MemoryGateway:
+    """The servicer. Handlers hold no state of their own: documents, store and feed do."""
+
+    def __init__(self, config: GatewayConfig, store: Store, documents: Documents, feed: ChangeFeed):
+        self.config = config
+        self.store = store
+        self.documents = documents
+        self.feed = feed
+        self.subscribers = 0
+        self.sessions = 0
+        self.shutdown = asyncio.Event()
+
+    # -- request checks --------------------------------------------------------------------------
+
+    def node_id(self, raw: bytes, what: str = "node_id") -> bytes:
+        if not raw:
+            raise BadRequest(f"{what} is empty")
+        if len(raw) > self.config.max_node_id_bytes:
+            raise BadRequest(
+                f"{what} is {len(raw)} bytes, over the limit of {self.config.max_node_id_bytes}"
+            )
+        try:
+            raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise BadRequest(f"{what} must be UTF-8") from None
+        return bytes(raw)
+
+    # -- unary -----------------------------------------------------------------------------------
+
+    @rpc_errors
+    async def WriteDiff(self, request: pb.WriteDiffRequest, context: Any) -> pb.WriteDiffResponse:
+        node_id = self.node_id(request.node_id)
+        if not request.diff_bson:
+            raise BadRequest("diff_bson is empty")
+        request_id = request.request_id or request.metadata.get("request_id", "")
+        if len(request_id) > 128:
+            raise BadRequest("request_id is longer than 128 characters")
+        context_clock = clock_of(request.vector_clock) if request.vector_clock.counters else None
+        write = Write(
+            diff=request.diff_bson,
+            context=context_clock,
+            actor=request.actor or "anonymous",
+            metadata=dict(request.metadata),
+            request_id=request_id,
+            expected_version=(
+                request.expected_version if request.HasField("expected_version") else None
+            ),
+        )
+        host = await self.documents.host(node_id, create=True)
+        result: WriteResult = await host.submit(write)
+        return write_response(result)
+
+    @rpc_errors
+    async def ReadSnapshot(
+        self, request: pb.ReadSnapshotRequest, context: Any
+    ) -> pb.ReadSnapshotResponse:
+        node_id = self.node_id(request.node_id)
+        version = request.version if request.HasField("version") else None
+        path = parse_path(request.path, "path") if request.path else None
+        include_state = request.include_state
+        host = await self.documents.host(node_id, create=False)
+
+        def read(r: Replica) -> pb.ReadSnapshotResponse:
+            v = r.version if version is None else version
+            snap = r.snapshot(version=version, path=path)
+            clock = r.clock() if v == r.version else r.clock_at(v)
+            state = r.encode_state() if include_state and v == r.version else b""
+            return pb.ReadSnapshotResponse(
+                snapshot_bson=snap, version=v, vector_clock=pb.VectorClock(counters=clock),
+                state=state,
+            )  # fmt: skip
+
+        response: pb.ReadSnapshotResponse = await host.submit(Call(read))
+        return response
+
+    # -- change streams --------------------------------------------------------------------------
+
+    @stream_errors
+    async def SubscribeChanges(
+        self, request: pb.SubscribeRequest, context: Any
+    ) -> AsyncIterator[Any]:
+        if self.subscribers >= self.config.max_subscribers:
+            raise TooMany(f"too many subscribers (max_subscribers={self.config.max_subscribers})")
+        target = request.WhichOneof("target")
+        if target is None:
+            raise BadRequest("set node_id or prefix")
+        node_id = self.node_id(request.node_id) if target == "node_id" else None
+        prefix = bytes(request.prefix) if target == "prefix" else None
+        if prefix is not None and len(prefix) > self.config.max_node_id_bytes:
+            raise BadRequest("prefix is longer than max_node_id_bytes")
+        start = request.WhichOneof("start")
+        heartbeat = (request.heartbeat_ms or self.config.heartbeat_ms) / 1000
+        if request.heartbeat_ms and request.heartbeat_ms < 50:
+            raise BadRequest("heartbeat_ms must be >= 50")
+        include_update = request.include_update
+        self.subscribers += 1
+        follower = self.feed.follow(node_id, prefix)
+        try:
+            # Everything committed after `pos` (and matching) is still to be delivered.
+            pos = self.feed.head
+            skip: dict[bytes, int] = {}  # node -> version already covered by its snapshot
+            if request.send_snapshot:
+                snaps = []
+                nodes = [node_id] if node_id is not None else await self.store.node_ids(prefix or b"")
+                for n in nodes:
+                    try:
+                        snaps.append(await self._snapshot_event(n))
+                    except NotFound:
+                        if node_id is not None:
+                            raise
+                for s in snaps:
+                    skip[s.node_id] = s.version
+                if node_id is not None and start is None:
+                    pos = min(pos, parse_resume_token(snaps[0].resume_token))
+                for i in range(0, len(snaps), 64):
+                    yield pb.ChangeEvent(snapshots=snaps[i : i + 64])
+            if start == "from_version":
+                if node_id is None:
+                    raise BadRequest("from_version is for node_id subscriptions; use resume_token")
+                async for batch in self._replay_node(node_id, request.from_version):
+                    yield self._encode(batch, include_update)
+                    pos = batch[-1].seq
+            elif start == "resume_token":
+                try:
+                    pos = parse_resume_token(request.resume_token)
+                except ValueError as exc:
+                    raise BadRequest(str(exc)) from None
+                oldest = await self.store.oldest_seq()
+                if pos < oldest:
+                    raise Compacted(
+                        f"the resume token is older than the retained log; resync from a"
+                        f" snapshot (oldest position {oldest})",
+                        0,
+                        resume_token(oldest),
+                    )
+            async for item in self._follow(follower, pos, skip, include_update, heartbeat):
+                yield item
+        finally:
+            self.feed.unfollow(follower)
+            self.subscribers -= 1
+
+    async def _snapshot_event(self, node_id: bytes) -> pb.SnapshotEvent:
+        host = await self.documents.host(node_id, create=False)
+
+        def snap(r: Replica) -> pb.SnapshotEvent:
+            return pb.SnapshotEvent(
+                node_id=node_id, version=r.version, vector_clock=pb.VectorClock(counters=r.clock()),
+                snapshot_bson=r.snapshot(), resume_token=resume_token(host.last_seq),
+            )  # fmt: skip
+
+        event: pb.SnapshotEvent = await host.submit(Call(snap))
+        return event
+
+    async def _replay_node(self, node_id: bytes, after_version: int) -> AsyncIterator[list[Entry]]:
+        """A document's stored changes after a version, in batches (catch-up)."""
+        oldest = await self.store.oldest_version(node_id)
+        if after_version < oldest:
+            raise Compacted(
+                f"versions up to {oldest} of this document were compacted; resync from a"
+                f" snapshot (oldest resumable version {oldest})",
+                oldest,
+            )
+        host = await self.documents.host(node_id, create=after_version == 0)
+        current = await host.submit(Call(lambda r: r.version))
+        if after_version > current:
+            raise BadRequest(f"from_version {after_version} is beyond the latest {current}")
+        v = after_version
+        while True:
+            rows = await self.store.changes_of(node_id, v, self.config.batch_events)
+            if not rows:
+                return
+            yield [Entry(c) for c in rows]
+            v = rows[-1].version
+
+    async def _follow(
+        self,
+        follower: Follower,
+        pos: int,
+        skip: dict[bytes, int],
+        include_update: bool,
+        heartbeat: float,
+    ) -> AsyncIterator[Any]:
+        limit = self.config.batch_events
+        while not self.shutdown.is_set():
+            follower.wake.clear()
+            head = self.feed.head
+            entries = self.feed.read(pos, follower, limit)
+            if entries is None:
+                # Fell out of the in-memory window: catch up from the store.
+                rows = await self._stored_after(pos, follower, limit)
+                entries = [Entry(c) for c in rows]
+                if not entries:
+                    pos = max(pos, self.feed.window_start())
+                    continue
+            elif not entries:
+                pos = max(pos, head)
+            if entries:
+                last = entries[-1].seq
+                if skip:
+                    entries = [
+                        e for e in entries if e.change.version > skip.get(e.change.node_id, 0)
+                    ]
+                pos = last
+                if entries:
+                    yield self._encode(entries, include_update)
+                continue
+            wake = asyncio.ensure_future(follower.wake.wait())
+            stop = asyncio.ensure_future(self.shutdown.wait())
+            done, _ = await asyncio.wait({wake, stop}, timeout=heartbeat, return_when="FIRST_COMPLETED")
+            wake.cancel()
+            stop.cancel()
+            if not done:
+                yield pb.ChangeEvent(
+                    progress=pb.Progress(
+                        resume_token=resume_token(pos), timestamp_us=int(time.time() * 1e6)
+                    )
+                )
+        # Shutting down: end with a status that tells the client where to resume from.
+        raise ShuttingDown("the gateway is shutting down; resume from the token", resume_token(pos))
+
+    async def _stored_after(self, pos: int, follower: Follower, limit: int) -> list[StoredChange]:
+        oldest = await self.store.oldest_seq()
+        if pos < oldest:
+            raise Compacted(
+                "this subscriber fell behind compacted history; resync from a snapshot",
+                0,
+                resume_token(oldest),
+            )
+        if follower.node_id is not None:
+            rows = await self.store.changes_after(pos, follower.node_id, limit * 4)
+            return [c for c in rows if c.node_id == follower.node_id][:limit]
+        return await self.store.changes_after(pos, follower.prefix or b"", limit)
+
+    @staticmethod
+    def _encode(entries: list[Entry], include_update: bool) -> bytes:
+        return b"".join(e.encoded_field(include_update) for e in entries)
+
+
+def write_response(result: WriteResult) -> pb.WriteDiffResponse:
+    stored = result.stored
+    return pb.WriteDiffResponse(
+        success=True,
+        new_version=result.version,
+        vector_clock=pb.VectorClock(counters=result.clock),
+        effective_diff_bson=stored.diff_bson if stored else b"",
+        replayed=result.replayed,
+        update=stored.update if stored else b"",
+    )
+
+
+__all__ = ["MemoryGateway", "bson", "clock_pb"]

@@ -1,0 +1,322 @@
+"""Collaborative sessions: the bidirectional stream of editors working on documents together.
+
+A session joins documents. For each, it gets what it lacks (Yjs sync step 2 against the state
+vector it sent) and the server's state vector (step 1, so it can send what the server lacks),
+then: its diffs and updates go through the document's actor and are acknowledged with their
+version once durable; other members' changes (and WriteDiff's) arrive from the change feed in
+commit order, never its own; presence is broadcast to the other members and removed when the
+member leaves, disconnects or stays silent past the TTL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import bson
+import grpc
+
+from virtualdom.engine import Replica
+from virtualdom.v1 import gateway_pb2 as pb
+
+from .config import GatewayConfig
+from .documents import Call, DocumentHost, Documents, Write, WriteResult
+from .errors import BadRequest, ShuttingDown, TooMany, status_of
+from .feed import ChangeFeed, Entry, clock_pb
+from .service import MemoryGateway, clock_of
+
+log = logging.getLogger("virtualdom.sessions")
+
+
+@dataclass(eq=False)
+class Membership:
+    """One session's presence in one document."""
+
+    session: Session
+    node_id: bytes
+    member_id: str
+    actor: str
+    presence: bytes = b""
+    last_seen: float = field(default_factory=time.monotonic)
+    follower_task: asyncio.Task[None] | None = None
+
+    def presence_update(self, removed: bool = False) -> pb.PresenceUpdate:
+        return pb.PresenceUpdate(
+            node_id=self.node_id, member_id=self.member_id, actor=self.actor,
+            state_bson=b"" if removed else self.presence, removed=removed,
+        )  # fmt: skip
+
+
+class Session:
+    """The state of one CollaborativeSession stream."""
+
+    def __init__(self, service: SessionService):
+        self.service = service
+        # Bounded: a slow client makes its change followers wait (they only keep a position).
+        self.out: asyncio.Queue[pb.SessionUpdate | None] = asyncio.Queue(maxsize=1024)
+        self.joined: dict[bytes, Membership] = {}
+
+    def send_nowait(self, update: pb.SessionUpdate) -> None:
+        """For small control messages (presence, member events): never block the sender."""
+        try:
+            self.out.put_nowait(update)
+        except asyncio.QueueFull:
+            # Control messages must not be lost: queue them from a task instead.
+            asyncio.get_running_loop().create_task(self.out.put(update))
+
+
+class SessionService:
+    def __init__(
+        self, config: GatewayConfig, documents: Documents, feed: ChangeFeed, gateway: MemoryGateway
+    ):
+        self.config = config
+        self.documents = documents
+        self.feed = feed
+        self.gateway = gateway
+        self.sessions = 0
+        self.shutdown = asyncio.Event()
+
+    async def CollaborativeSession(
+        self, requests: AsyncIterator[pb.SessionMessage], context: Any
+    ) -> AsyncIterator[pb.SessionUpdate]:
+        if self.sessions >= self.config.max_sessions:
+            await context.abort(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"too many sessions (max_sessions={self.config.max_sessions})",
+            )
+        self.sessions += 1
+        session = Session(self)
+        reader = asyncio.get_running_loop().create_task(self._read(session, requests))
+        sweeper = asyncio.get_running_loop().create_task(self._sweep(session))
+        stop = asyncio.get_running_loop().create_task(self.shutdown.wait())
+        try:
+            while True:
+                get = asyncio.ensure_future(session.out.get())
+                done, _ = await asyncio.wait({get, stop}, return_when="FIRST_COMPLETED")
+                if get not in done:
+                    get.cancel()
+                    err = ShuttingDown("the gateway is shutting down; rejoin to resume", b"")
+                    from .service import abort_for
+
+                    await abort_for(context, err)
+                    return
+                item = get.result()
+                if item is None:
+                    return
+                yield item
+        finally:
+            stop.cancel()
+            reader.cancel()
+            sweeper.cancel()
+            for t in (reader, sweeper):
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await t
+            for m in list(session.joined.values()):
+                await self._leave(session, m)
+            self.sessions -= 1
+
+    async def _read(self, session: Session, requests: AsyncIterator[pb.SessionMessage]) -> None:
+        try:
+            async for msg in requests:
+                try:
+                    await self._handle(session, msg)
+                except (asyncio.CancelledError, grpc.aio.AbortError):
+                    raise
+                except Exception as exc:
+                    mapped = status_of(exc)
+                    if mapped is None:
+                        log.exception("session message failed")
+                        code, message = grpc.StatusCode.INTERNAL, f"internal error: {exc!r}"
+                    else:
+                        code, message, _ = mapped
+                    node = getattr(getattr(msg, msg.WhichOneof("kind") or "join"), "node_id", b"")
+                    await session.out.put(
+                        pb.SessionUpdate(
+                            error=pb.SessionError(
+                                seq=msg.seq, code=code.value[0], message=message, node_id=node
+                            )
+                        )
+                    )
+        finally:
+            await session.out.put(None)
+
+    async def _handle(self, session: Session, msg: pb.SessionMessage) -> None:
+        kind = msg.WhichOneof("kind")
+        for m in session.joined.values():
+            m.last_seen = time.monotonic()
+        if kind == "join":
+            await self._join(session, msg.seq, msg.join)
+        elif kind == "leave":
+            node_id = self.gateway.node_id(msg.leave.node_id)
+            m = session.joined.get(node_id)
+            if m is None:
+                raise BadRequest(f"not joined to {node_id!r}")
+            await self._leave(session, m)
+        elif kind == "diff":
+            m = self._member(session, msg.diff.node_id)
+            if not msg.diff.diff_bson:
+                raise BadRequest("diff_bson is empty")
+            ctx = clock_of(msg.diff.vector_clock) if msg.diff.vector_clock.counters else None
+            write = Write(diff=msg.diff.diff_bson, context=ctx, actor=m.actor, origin=m.member_id)
+            await self._write(session, msg.seq, m, write)
+        elif kind == "update":
+            m = self._member(session, msg.update.node_id)
+            if not msg.update.update:
+                raise BadRequest("update is empty")
+            write = Write(update=msg.update.update, actor=m.actor, origin=m.member_id)
+            await self._write(session, msg.seq, m, write)
+        elif kind == "presence":
+            m = self._member(session, msg.presence.node_id)
+            m.presence = _checked_presence(msg.presence.state_bson)
+            self._broadcast(m, pb.SessionUpdate(presence=m.presence_update(not m.presence)))
+        else:
+            raise BadRequest("empty session message")
+
+    def _member(self, session: Session, raw: bytes) -> Membership:
+        node_id = self.gateway.node_id(raw)
+        m = session.joined.get(node_id)
+        if m is None:
+            raise BadRequest(f"join {node_id!r} before sending to it")
+        return m
+
+    async def _write(self, session: Session, seq: int, m: Membership, write: Write) -> None:
+        host = await self.documents.host(m.node_id, create=True)
+        result: WriteResult = await host.submit(write)
+        stored = result.stored
+        await session.out.put(
+            pb.SessionUpdate(
+                ack=pb.Ack(
+                    seq=seq, node_id=m.node_id, version=result.version,
+                    vector_clock=pb.VectorClock(counters=result.clock),
+                    diff_bson=stored.diff_bson if stored else b"",
+                    update=stored.update if stored else b"",
+                )
+            )
+        )  # fmt: skip
+
+    async def _join(self, session: Session, seq: int, join: pb.Join) -> None:
+        node_id = self.gateway.node_id(join.node_id)
+        if node_id in session.joined:
+            raise BadRequest(f"already joined {node_id!r}")
+        presence = _checked_presence(join.presence_bson)
+        host = await self.documents.host(node_id, create=True)
+        state_vector, want_snapshot = bytes(join.state_vector), join.want_snapshot
+
+        def sync(r: Replica) -> tuple[Any, ...]:
+            update = r.update_since(state_vector) if state_vector else r.encode_state()
+            snap = r.snapshot() if want_snapshot else b""
+            return update, r.state_vector(), r.version, r.clock(), snap, host.last_seq
+
+        update, sv, version, clock, snap, last_seq = await host.submit(Call(sync))
+        actor = join.actor or "anonymous"
+        m = Membership(session, node_id, f"{actor}#{uuid.uuid4().hex[:12]}", actor, presence)
+        others = [o for o in host.members.values() if isinstance(o, Membership)]
+        session.joined[node_id] = m
+        host.members[m.member_id] = m
+        await session.out.put(
+            pb.SessionUpdate(
+                joined=pb.Joined(
+                    seq=seq, node_id=node_id, version=version,
+                    vector_clock=pb.VectorClock(counters=clock), update=update, state_vector=sv,
+                    snapshot_bson=snap, member_id=m.member_id,
+                    members=[o.presence_update() for o in others],
+                )
+            )
+        )  # fmt: skip
+        self._broadcast(
+            m,
+            pb.SessionUpdate(
+                member=pb.MemberEvent(
+                    node_id=node_id, member_id=m.member_id, actor=actor, joined=True
+                )
+            ),
+        )
+        if presence:
+            self._broadcast(m, pb.SessionUpdate(presence=m.presence_update()))
+        m.follower_task = asyncio.get_running_loop().create_task(self._forward(m, host, last_seq))
+
+    async def _forward(self, m: Membership, host: DocumentHost, pos: int) -> None:
+        """Other writers' changes to this document, in commit order, from position ``pos``."""
+        follower = self.feed.follow(m.node_id, None)
+        limit = self.config.batch_events
+        try:
+            while True:
+                follower.wake.clear()
+                entries = self.feed.read(pos, follower, limit)
+                if entries is None:
+                    rows = await self.gateway._stored_after(pos, follower, limit)
+                    entries = [Entry(c) for c in rows]
+                    if not entries:
+                        pos = max(pos, self.feed.window_start())
+                        continue
+                if not entries:
+                    await follower.wake.wait()
+                    continue
+                for e in entries:
+                    pos = e.seq
+                    if e.origin == m.member_id:
+                        continue
+                    await m.session.out.put(pb.SessionUpdate(change=e.message(True)))
+        finally:
+            self.feed.unfollow(follower)
+
+    async def _leave(self, session: Session, m: Membership) -> None:
+        session.joined.pop(m.node_id, None)
+        if m.follower_task is not None:
+            m.follower_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await m.follower_task
+        host = self.documents.hosts.get(m.node_id)
+        if host is not None:
+            host.members.pop(m.member_id, None)
+            host.last_used = time.monotonic()
+        if m.presence:
+            self._broadcast(m, pb.SessionUpdate(presence=m.presence_update(removed=True)))
+        self._broadcast(
+            m,
+            pb.SessionUpdate(
+                member=pb.MemberEvent(
+                    node_id=m.node_id, member_id=m.member_id, actor=m.actor, joined=False
+                )
+            ),
+        )
+
+    def _broadcast(self, sender: Membership, update: pb.SessionUpdate) -> None:
+        host = self.documents.hosts.get(sender.node_id)
+        if host is None:
+            return
+        for other in list(host.members.values()):
+            if isinstance(other, Membership) and other is not sender:
+                other.session.send_nowait(update)
+
+    async def _sweep(self, session: Session) -> None:
+        """Remove the presence of memberships silent past the TTL."""
+        ttl = self.config.presence_ttl_s
+        while True:
+            await asyncio.sleep(max(0.02, ttl / 4))
+            now = time.monotonic()
+            for m in list(session.joined.values()):
+                if m.presence and now - m.last_seen > ttl:
+                    m.presence = b""
+                    self._broadcast(m, pb.SessionUpdate(presence=m.presence_update(removed=True)))
+
+
+def _checked_presence(data: bytes) -> bytes:
+    if not data:
+        return b""
+    if len(data) > 64 * 1024:
+        raise BadRequest("presence state is over 64 KiB")
+    try:
+        bson.decode(data)
+    except Exception as exc:
+        raise BadRequest(f"presence state is not a BSON document: {exc}") from None
+    return bytes(data)
+
+
+__all__ = ["SessionService", "TooMany", "clock_pb"]

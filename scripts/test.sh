@@ -1,15 +1,23 @@
 #!/usr/bin/env bash
-# The one test command: creates .venv (if missing), installs virtualdom with its test extras and
-# the Node packages the interop tests use, then runs linters, type checks and pytest.
+# The one test command: creates .venv (if missing), installs virtualdom with its test extras,
+# the Node packages (buf for proto lint, yjs for interop tests) and grpcurl (Go) for the
+# quick-start test, then runs ruff, mypy --strict and pytest. Extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q -e '.[test]'
-if command -v npm >/dev/null 2>&1 && [ -f tests/js/package.json ]; then
-  (cd tests/js && npm ci --silent --no-audit --no-fund)
+for dir in proto tests/js; do
+  if [ -f "$dir/package-lock.json" ]; then
+    (cd "$dir" && npm ci --silent --no-audit --no-fund)
+  fi
+done
+mkdir -p .tools
+if [ ! -x .tools/grpcurl ] && command -v go >/dev/null 2>&1; then
+  GOBIN="$PWD/.tools" go install github.com/fullstorydev/grpcurl/cmd/grpcurl@v1.9.3
 fi
-.venv/bin/ruff check engine tests benchmarks
-.venv/bin/mypy engine
+export PATH="$PWD/.tools:$PATH"
+.venv/bin/ruff check engine server client tests benchmarks
+.venv/bin/mypy engine server client
 .venv/bin/python -m pytest "$@"

@@ -54,6 +54,7 @@ from .values import (
     is_number,
     max_string,
     node_from_crdt,
+    parse_meta,
     to_crdt,
 )
 
@@ -309,7 +310,7 @@ class Replica:
         if client == self.client_id:
             return self.actor
         if client not in self._names:
-            for name in self._actors:
+            for name in self._actors.keys():
                 self._names[client_id_for(name)] = name
         return self._names.get(client, f"{ANONYMOUS}{client}")
 
@@ -493,8 +494,13 @@ class _Plan:
         if isinstance(parent, DocNode):
             if not isinstance(key, str):
                 raise TypeMismatch(f"{_fmt(path)}: index into a document", path)
+            existed = key in parent
             self._set_field(parent, key, value, op.at, epoch, path)
-            self.effective.append(Op("set", path, op.value, at=op.at))
+            # Report where the field really went: order keys can tie (concurrent appends), so
+            # the requested "at" is not always reachable, and a follower must match the mirror.
+            pos = list(parent).index(key)
+            natural = op.at is None and (existed or pos == len(parent) - 1)
+            self.effective.append(Op("set", path, op.value, at=None if natural else pos))
             return
         if not isinstance(parent, list):
             raise TypeMismatch(f"{_fmt(path[:-1])}: not a document or array", path)
@@ -524,10 +530,15 @@ class _Plan:
             order = old_meta[0] if old_meta is not None else node.next_order()
         else:
             order = _order_at(node, key, at)
+        # A new field goes last, unless fields without a finite order (from clients) are there.
+        last = next(reversed(node), None)
+        resort = at is not None or (
+            not existed and last is not None and node.meta.get(last, (math.inf, ""))[0] > order
+        )
         node[key] = value
         node.meta[key] = (order, epoch)
         node.counters.pop(key, None)
-        if at is not None:
+        if resort:
             node.resort()
 
         def undo() -> None:
@@ -828,9 +839,8 @@ class _EventApplier:
                     node.counters.pop(f, None)
                     removed.append(f)
                 continue
-            meta = ymap.get(META + f)
-            order = float(meta[0]) if isinstance(meta, list) and meta else math.inf
-            epoch = str(meta[1]) if isinstance(meta, list) and len(meta) > 1 else ""
+            # Read the meta entry exactly as node_from_crdt does (clients may write anything).
+            order, epoch = parse_meta(ymap.get(META + f))
             node.meta[f] = (order, epoch)
             base = from_crdt(_to_py(ymap[f]))
             prefix = META + f + META
@@ -889,7 +899,7 @@ class _EventApplier:
                 self.ops.append(Op("delete", path, index=idx, count=n))
 
     def _text(self, event: Any, path: Path) -> None:
-        parent = Replica._get(self.r._mirror, path[:-1]) if len(path) > 1 else self.r._mirror
+        parent: Any = Replica._get(self.r._mirror, path[:-1]) if len(path) > 1 else self.r._mirror
         key = path[-1]
         old = parent[key]
         if not isinstance(old, str):

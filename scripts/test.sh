@@ -19,5 +19,5 @@ if [ ! -x .tools/grpcurl ] && command -v go >/dev/null 2>&1; then
 fi
 export PATH="$PWD/.tools:$PATH"
 .venv/bin/ruff check engine server client tests benchmarks
-.venv/bin/mypy engine server client
+.venv/bin/mypy -p virtualdom.engine -p virtualdom.server -p virtualdom.client
 .venv/bin/python -m pytest "$@"

@@ -40,7 +40,7 @@ def _serialize(message: Any) -> bytes:
     return data
 
 
-def method_handlers(gateway: MemoryGateway, sessions: SessionService) -> grpc.GenericRpcHandler:
+def method_handlers(gateway: MemoryGateway, sessions: SessionService) -> grpc.GenericRpcHandler:  # type: ignore[type-arg]
     return grpc.method_handlers_generic_handler(
         SERVICE,
         {

@@ -140,9 +140,15 @@ class DocumentHost:
 
     async def _writes(self, batch: list[Write]) -> None:
         pending: list[tuple[Write, Change, StoredChange]] = []
+        # A retry queued in the same batch as its original (not stored yet) replays it too.
+        in_batch: dict[str, Write] = {}
+        dups: list[tuple[Write, Write]] = []
         for w in batch:
             assert w.future is not None
             try:
+                if w.request_id and (first := in_batch.get(w.request_id)) is not None:
+                    dups.append((w, first))
+                    continue
                 if w.request_id and (done := await self._replay(w.request_id)) is not None:
                     w.future.set_result(done)
                     continue
@@ -176,6 +182,8 @@ class DocumentHost:
                 origin=w.origin,
             )
             pending.append((w, change, stored))
+            if w.request_id:
+                in_batch[w.request_id] = w
         if not pending:
             return
         try:
@@ -183,7 +191,7 @@ class DocumentHost:
         except StoreError as exc:
             # Memory is ahead of the disk now: rebuild the replica from the store.
             log.error("store append failed for %r: %s", self.node_id, exc)
-            for w, _, _ in pending:
+            for w in [p[0] for p in pending] + [d[0] for d in dups]:
                 _fail(w.future, Unavailable(f"the write was not stored: {exc}"))
             self.replica = await load_replica(self.node_id, self.store, self.config)
             return
@@ -195,6 +203,11 @@ class DocumentHost:
                 self._remember(w.request_id, result)
             if w.future is not None and not w.future.done():
                 w.future.set_result(result)
+        for w, first in dups:
+            assert first.future is not None and first.future.done()
+            done = first.future.result()
+            if w.future is not None and not w.future.done():
+                w.future.set_result(WriteResult(done.version, done.clock, done.stored, True))
         if self.replica.version - self.snapshot_version >= self.config.snapshot_every:
             await self.save_snapshot()
 

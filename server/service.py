@@ -38,15 +38,14 @@ async def abort_for(context: grpc.aio.ServicerContext[Any, Any], exc: BaseExcept
     mapped = status_of(exc)
     if mapped is None:
         log.exception("internal error", exc_info=exc)
-        await context.abort(grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}")
-        return
+        code, message = grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}"
+        await context.abort(code, message)
+    assert mapped is not None
     code, message, detail = mapped
     packed = any_pb2.Any()
     packed.Pack(detail)
-    status = status_pb2.Status(
-        code=getattr(code_pb2, code.name), message=message, details=[packed]
-    )
-    await context.abort_with_status(rpc_status.to_status(status))
+    status = status_pb2.Status(code=getattr(code_pb2, code.name), message=message, details=[packed])
+    await context.abort_with_status(rpc_status.to_status(status))  # type: ignore[attr-defined]
 
 
 def rpc_errors(fn: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
@@ -58,7 +57,7 @@ def rpc_errors(fn: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
             raise
         except Exception as exc:
             await abort_for(context, exc)
-            raise AssertionError("unreachable") from exc
+            raise
 
     return wrapper
 
@@ -80,7 +79,8 @@ def stream_errors(
 
 
 def clock_of(msg: pb.VectorClock) -> dict[str, int]:
-    return validate_clock(dict(msg.counters))
+    clock: dict[str, int] = validate_clock(dict(msg.counters))
+    return clock
 
 
 class MemoryGateway:
@@ -186,7 +186,9 @@ class MemoryGateway:
             skip: dict[bytes, int] = {}  # node -> version already covered by its snapshot
             if request.send_snapshot:
                 snaps = []
-                nodes = [node_id] if node_id is not None else await self.store.node_ids(prefix or b"")
+                nodes = (
+                    [node_id] if node_id is not None else await self.store.node_ids(prefix or b"")
+                )
                 for n in nodes:
                     try:
                         snaps.append(await self._snapshot_event(n))
@@ -291,7 +293,9 @@ class MemoryGateway:
                 continue
             wake = asyncio.ensure_future(follower.wake.wait())
             stop = asyncio.ensure_future(self.shutdown.wait())
-            done, _ = await asyncio.wait({wake, stop}, timeout=heartbeat, return_when="FIRST_COMPLETED")
+            done, _ = await asyncio.wait(
+                {wake, stop}, timeout=heartbeat, return_when="FIRST_COMPLETED"
+            )
             wake.cancel()
             stop.cancel()
             if not done:

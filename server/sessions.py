@@ -154,10 +154,10 @@ class SessionService:
             await self._join(session, msg.seq, msg.join)
         elif kind == "leave":
             node_id = self.gateway.node_id(msg.leave.node_id)
-            m = session.joined.get(node_id)
-            if m is None:
+            joined = session.joined.get(node_id)
+            if joined is None:
                 raise BadRequest(f"not joined to {node_id!r}")
-            await self._leave(session, m)
+            await self._leave(session, joined)
         elif kind == "diff":
             m = self._member(session, msg.diff.node_id)
             if not msg.diff.diff_bson:

@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 
 @dataclass(slots=True)
@@ -63,12 +63,14 @@ class Store(Protocol):
         """Durably append changes (assigning ``seq``); returns after they are on disk."""
 
     async def put_snapshot(self, snapshot: StoredSnapshot, prune_before: int | None) -> None:
-        """Store a snapshot; optionally delete the document's changes with version < prune_before."""
+        """Store a snapshot; optionally prune the document's changes before ``prune_before``."""
 
     async def load(self, node_id: bytes) -> tuple[StoredSnapshot | None, list[StoredChange]]:
         """The latest snapshot of a document and every change after it."""
 
-    async def changes_of(self, node_id: bytes, after_version: int, limit: int) -> list[StoredChange]:
+    async def changes_of(
+        self, node_id: bytes, after_version: int, limit: int
+    ) -> list[StoredChange]:
         """A document's changes with version > after_version, in version order."""
 
     async def changes_after(self, seq: int, prefix: bytes, limit: int) -> list[StoredChange]:
@@ -136,19 +138,19 @@ def _decode_meta(data: bytes) -> dict[str, str]:
     return {str(k): str(v) for k, v in bson.decode(data).items()} if data else {}
 
 
-def _row(r: tuple[object, ...]) -> StoredChange:
+def _row(r: tuple[Any, ...]) -> StoredChange:
     seq, node_id, version, actor, ts, clock, diff, upd, meta, req = r
     return StoredChange(
-        bytes(node_id),  # type: ignore[arg-type]
-        int(version),  # type: ignore[call-overload]
+        bytes(node_id),
+        int(version),
         str(actor),
-        int(ts),  # type: ignore[call-overload]
-        bytes(clock),  # type: ignore[arg-type]
-        bytes(diff),  # type: ignore[arg-type]
-        bytes(upd),  # type: ignore[arg-type]
-        _decode_meta(bytes(meta)),  # type: ignore[arg-type]
+        int(ts),
+        bytes(clock),
+        bytes(diff),
+        bytes(upd),
+        _decode_meta(bytes(meta)),
         str(req or ""),
-        int(seq),  # type: ignore[call-overload]
+        int(seq),
     )
 
 
@@ -259,6 +261,8 @@ class SqliteStore:
                         n += 1
                     results.append(None)
                 else:
+                    snap: StoredSnapshot
+                    prune: int | None
                     snap, prune = payload  # type: ignore[misc]
                     conn.execute(
                         "INSERT OR REPLACE INTO snapshots (node_id, version, state, seq)"
@@ -294,11 +298,20 @@ class SqliteStore:
             for _, _, loop, fut in batch:
                 loop.call_soon_threadsafe(_settle, fut, None, err)
             return
-        committed = [c for kind, payload, _, _ in batch if kind == "append" for c in payload]  # type: ignore[attr-defined]
+        committed: list[StoredChange] = [
+            c
+            for kind, payload, _, _ in batch
+            if kind == "append"
+            for c in payload  # type: ignore[attr-defined]
+        ]
         loop = batch[0][2]
-        loop.call_soon_threadsafe(self._done, committed, [(j[3], r) for j, r in zip(batch, results, strict=True)])
+        loop.call_soon_threadsafe(
+            self._done, committed, [(j[3], r) for j, r in zip(batch, results, strict=True)]
+        )
 
-    def _done(self, committed: list[StoredChange], settles: list[tuple[asyncio.Future[object], object]]) -> None:
+    def _done(
+        self, committed: list[StoredChange], settles: list[tuple[asyncio.Future[object], object]]
+    ) -> None:
         if committed and self.on_commit is not None:
             self.on_commit(committed)
         for fut, res in settles:
@@ -306,8 +319,8 @@ class SqliteStore:
 
     # -- reads (thread pool, one connection per thread) ------------------------------------------
 
-    async def _read(self, sql: str, args: tuple[object, ...]) -> list[tuple[object, ...]]:
-        def run() -> list[tuple[object, ...]]:
+    async def _read(self, sql: str, args: tuple[object, ...]) -> list[tuple[Any, ...]]:
+        def run() -> list[tuple[Any, ...]]:
             return self._reader().execute(sql, args).fetchall()
 
         return await asyncio.to_thread(run)
@@ -320,7 +333,7 @@ class SqliteStore:
         after = 0
         if rows:
             v, state, seq = rows[0]
-            snap = StoredSnapshot(node_id, int(v), bytes(state), int(seq))  # type: ignore[call-overload,arg-type]
+            snap = StoredSnapshot(node_id, int(v), bytes(state), int(seq))
             after = snap.version
         changes = await self._read(
             f"SELECT {_COLUMNS} FROM changes WHERE node_id=? AND version>? ORDER BY version",
@@ -328,7 +341,9 @@ class SqliteStore:
         )
         return snap, [_row(r) for r in changes]
 
-    async def changes_of(self, node_id: bytes, after_version: int, limit: int) -> list[StoredChange]:
+    async def changes_of(
+        self, node_id: bytes, after_version: int, limit: int
+    ) -> list[StoredChange]:
         rows = await self._read(
             f"SELECT {_COLUMNS} FROM changes WHERE node_id=? AND version>? ORDER BY version"
             " LIMIT ?",
@@ -351,11 +366,11 @@ class SqliteStore:
 
     async def oldest_version(self, node_id: bytes) -> int:
         rows = await self._read("SELECT before_version FROM pruned WHERE node_id=?", (node_id,))
-        return int(rows[0][0]) - 1 if rows else 0  # type: ignore[call-overload]
+        return int(rows[0][0]) - 1 if rows else 0
 
     async def oldest_seq(self) -> int:
         rows = await self._read("SELECT max(max_seq) FROM pruned", ())
-        return int(rows[0][0]) if rows and rows[0][0] is not None else 0  # type: ignore[call-overload]
+        return int(rows[0][0]) if rows and rows[0][0] is not None else 0
 
     async def find_request(self, node_id: bytes, request_id: str) -> StoredChange | None:
         rows = await self._read(
@@ -366,7 +381,7 @@ class SqliteStore:
 
     async def head(self) -> int:
         rows = await self._read("SELECT max(seq) FROM changes", ())
-        return int(rows[0][0]) if rows and rows[0][0] is not None else 0  # type: ignore[call-overload]
+        return int(rows[0][0]) if rows and rows[0][0] is not None else 0
 
     async def node_ids(self, prefix: bytes) -> list[bytes]:
         rows = await self._read(
@@ -374,7 +389,7 @@ class SqliteStore:
             " UNION SELECT node_id FROM snapshots WHERE substr(node_id,1,?)=? ORDER BY 1",
             (len(prefix), prefix, len(prefix), prefix),
         )
-        return [bytes(r[0]) for r in rows]  # type: ignore[arg-type]
+        return [bytes(r[0]) for r in rows]
 
     async def close(self) -> None:
         self._jobs.put(None)

@@ -330,6 +330,10 @@ class Documents:
             else:
                 host = await fut
         if not create and not host.exists:
+            if not host.members and host.mailbox.empty() and self.hosts.get(node_id) is host:
+                # Do not keep hosts of documents that do not exist (reads of random ids).
+                del self.hosts[node_id]
+                await host.stop()
             raise NotFound(f"no document {node_id!r}")
         host.last_used = time.monotonic()
         return host

@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# Installs virtualdom into .venv and runs the gateway (extra arguments go to `virtualdom serve`).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+.venv/bin/python -m pip install -q -e .
+exec .venv/bin/virtualdom serve "$@"

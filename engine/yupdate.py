@@ -13,10 +13,16 @@ The wire format is the one written by yjs `Y.encodeStateAsUpdate` and by yrs/pyc
 `readClientsStructRefs`, `readItemContent`, `readDeleteSet` and lib0 `readAny`; item
 contents are skipped, not materialised, because only their clock lengths matter here.
 
-The module is stdlib-only and does no I/O so that it can run on every merged update in
-the hot path.  The struct loop is written out by hand (single-byte varints are read
-inline, only longer ones pay for a function call) because a cleaner helper-per-field
-design was several times slower.
+What is checked, beyond the structure itself: every string is valid UTF-8 (yrs refuses
+an update that is not), varints fit in 64 bits, and the input is consumed exactly.  What is
+not: JSON payloads (ContentJSON, Embed, Format) are skipped as strings without parsing, and
+reference cycles between different clients (which only corrupt input can contain) are not
+detected.  Yjs v2 updates are rejected, not read.
+
+The module is stdlib-only and does no I/O so that it can run on every merged update.  The
+struct loop is written out by hand because this runs in the hot path and a per-varint
+function call was the largest cost in profiles: one-byte varints and two-byte clocks are
+read inline, and references to a section's own client are matched as raw bytes.
 """
 
 from __future__ import annotations
@@ -73,7 +79,10 @@ _ANY_BYTES = 116
 _HAS_ORIGIN = 0x80
 _HAS_RIGHT_ORIGIN = 0x40
 _HAS_PARENT_SUB = 0x20
+_HAS_ORIGINS = _HAS_ORIGIN | _HAS_RIGHT_ORIGIN
 _CONTENT_MASK = 0x1F
+# Number of IDs written before the parent information, indexed by `info >> 6`.
+_REF_COUNTS = (0, 1, 1, 2)
 
 
 class UpdateFormatError(ValueError):
@@ -95,11 +104,15 @@ class UpdateInfo:
 
     `ranges` maps a client id to the half-open clock range `[start, end)` of the structs
     the update carries for it.  Skip structs (gaps left by `mergeUpdates`) at either end
-    of a client's run are not counted as carried.
+    of a client's run are not counted as carried; one in the middle stays inside the range
+    and shows up as a dependency on its end instead.
 
     `dependencies` maps a client id to the clock the receiving document must already have
     reached for that client so that every struct in the update integrates at once rather
-    than being parked as pending.
+    than being parked as pending: the start of each carried run (when above 0), and
+    `clock + 1` for every origin, right origin and parent ID the update does not carry
+    itself.  The delete set adds none, because yjs and yrs keep deletes of unknown items
+    aside without holding back the structs.
 
     `delete_set` maps a client id to its `(clock, length)` delete ranges in encoded order;
     clients listed with no ranges are left out.
@@ -117,27 +130,54 @@ class UpdateInfo:
 def _varuint_tail(data: bytes, pos: int, first: int) -> tuple[int, int]:
     """Finish a varUint whose first byte `first` (continuation bit set) sat at `pos - 1`.
 
-    Callers read the first byte inline because almost every varint in an update (info
-    lengths, clocks of small documents, counts) fits in one byte; only the rest come here.
+    Callers read the first byte inline because most varints in an update (info lengths,
+    counts, small clocks) fit in one byte.  The rest are mostly two-byte clocks and
+    eight-byte client ids (pycrdt draws 53-bit ids), so the loop is unrolled: a plain
+    shift-and-test loop made this function the top entry of the decoder's profile.
     """
-    start = pos - 1
-    value = first & 0x7F
-    shift = 7
-    n = len(data)
-    while True:
-        if pos >= n:
-            raise UpdateFormatError("truncated varUint", start)
+    try:
+        value = first & 0x7F
         b = data[pos]
-        pos += 1
-        value |= (b & 0x7F) << shift
         if b < 0x80:
-            break
-        shift += 7
-        if shift >= _MAX_BITS:
-            raise UpdateFormatError("varUint longer than 10 bytes", start)
+            return value | b << 7, pos + 1
+        value |= (b & 0x7F) << 7
+        b = data[pos + 1]
+        if b < 0x80:
+            return value | b << 14, pos + 2
+        value |= (b & 0x7F) << 14
+        b = data[pos + 2]
+        if b < 0x80:
+            return value | b << 21, pos + 3
+        value |= (b & 0x7F) << 21
+        b = data[pos + 3]
+        if b < 0x80:
+            return value | b << 28, pos + 4
+        value |= (b & 0x7F) << 28
+        b = data[pos + 4]
+        if b < 0x80:
+            return value | b << 35, pos + 5
+        value |= (b & 0x7F) << 35
+        b = data[pos + 5]
+        if b < 0x80:
+            return value | b << 42, pos + 6
+        value |= (b & 0x7F) << 42
+        b = data[pos + 6]
+        if b < 0x80:
+            return value | b << 49, pos + 7
+        value |= (b & 0x7F) << 49
+        b = data[pos + 7]
+        if b < 0x80:
+            return value | b << 56, pos + 8
+        value |= (b & 0x7F) << 56
+        b = data[pos + 8]
+    except IndexError:
+        raise UpdateFormatError("truncated varUint", pos - 1) from None
+    if b >= 0x80:
+        raise UpdateFormatError("varUint longer than 10 bytes", pos - 1)
+    value |= b << 63
     if value > _MAX_VALUE:
-        raise UpdateFormatError("varUint exceeds 64 bits", start)
-    return value, pos
+        raise UpdateFormatError("varUint exceeds 64 bits", pos - 1)
+    return value, pos + 9
 
 
 def _skip_string(data: bytes, pos: int, n: int) -> int:
@@ -238,7 +278,7 @@ def _skip_any(data: bytes, pos: int, n: int, count: int) -> int:
     return pos
 
 
-def decode_update(update: bytes) -> UpdateInfo:
+def decode_update(update: bytes | bytearray | memoryview) -> UpdateInfo:
     """Decode the struct headers and delete set of a Yjs v1 update.
 
     Raises UpdateFormatError for truncated input, trailing bytes, unknown struct or value
@@ -251,9 +291,9 @@ def decode_update(update: bytes) -> UpdateInfo:
     try:
         return _decode_update(data)
     except UpdateFormatError as exc:
-        # Every v2 update starts with a 0 feature flag, which v1 reads as "no structs"; a
-        # v1 update starting that way is a bare delete set and is at most a few bytes in
-        # error, so naming the likely cause saves the reader a trip to a hex dump.
+        # Every v2 update starts with a 0 feature flag, which v1 reads as "no structs".  A
+        # v1 update can start that way too, but then it is a bare delete set, so when such
+        # input fails to decode, a v2 update is the likelier cause and the message says so.
         if data[:1] == b"\x00" and len(data) > 2:
             raise UpdateFormatError(
                 f"{exc.problem}; the input starts like a Yjs v2 update, which is not supported",
@@ -270,13 +310,26 @@ def _decode_update(data: bytes) -> UpdateInfo:
     skip_string = _skip_string
     skip_any = _skip_any
     gc_or_skip = _GC_OR_SKIP
+    startswith = data.startswith
+    ref_counts = _REF_COUNTS
+    # One-entry cache from the raw encoding of the last referenced client other than the
+    # section's own to its id.  It must always hold a complete varint (an empty one would
+    # match anywhere), so it is seeded with the first section's own client.
+    last_other = b""
+    last_other_len = 0
+    last_other_client = 0
 
     ranges: dict[int, tuple[int, int]] = {}
-    # Highest clock referenced per client by an origin, right origin or parent ID.  One
-    # maximum per client is enough: see the resolution step after the loop.
+    # Highest clock referenced per client by another client's origin, right origin or
+    # parent ID.  One maximum per client is enough: see the resolution step after the loop.
     maxref: dict[int, int] = {}
-    # Clocks a client's run needs because a Skip struct leaves a gap in the middle of it.
-    gap_deps: dict[int, int] = {}
+    maxref_get = maxref.get
+    # Highest clock a client's own structs need from outside the update whatever its runs
+    # cover: references at or past the referencing struct's own clock.
+    self_refs: dict[int, int] = {}
+    # Per client, the clock of the last carried struct that follows a gap (the start of
+    # the section or a Skip): the receiver must already have every clock below it.
+    segment_needs: dict[int, int] = {}
     seen_clients: set[int] = set()
 
     try:
@@ -290,10 +343,18 @@ def _decode_update(data: bytes) -> UpdateInfo:
             pos += 1
             if num_structs > 127:
                 num_structs, pos = tail(data, pos, num_structs)
+            client_start = pos
             client = data[pos]
             pos += 1
             if client > 127:
                 client, pos = tail(data, pos, client)
+            # The client's own encoding, to recognise references to it with one C-level
+            # `startswith` instead of decoding an eight-byte varint per reference.  A
+            # varint is prefix-free, so a match is exactly this client.
+            own = data[client_start:pos]
+            own_len = pos - client_start
+            if not last_other_len:
+                last_other, last_other_len, last_other_client = own, own_len, client
             clock = data[pos]
             pos += 1
             if clock > 127:
@@ -303,8 +364,13 @@ def _decode_update(data: bytes) -> UpdateInfo:
                 # structs; no encoder writes one, so treat it as corruption instead.
                 raise UpdateFormatError(f"client {client} has two struct sections", client_offset)
             seen_clients.add(client)
-            start = clock
-            skips: list[tuple[int, int]] | None = None
+            # A section is a run of carried structs, possibly broken by Skip structs
+            # (gaps that `mergeUpdates` leaves).  Track where carried segments start and
+            # where the last carried struct ends; a plain section is one segment.
+            after_gap = True
+            first_clock = -1
+            segment_start = 0
+            last_end = 0
 
             for _ in range(num_structs):
                 info = data[pos]
@@ -317,46 +383,29 @@ def _decode_update(data: bytes) -> UpdateInfo:
                     if length > 127:
                         length, pos = tail(data, pos, length)
                     if kind == _SKIP:
-                        if skips is None:
-                            skips = []
-                        skips.append((clock, clock + length))
+                        if not after_gap:
+                            last_end = clock
+                            after_gap = True
+                    elif after_gap:
+                        after_gap = False
+                        segment_start = clock
+                        if first_clock < 0:
+                            first_clock = clock
                     clock += length
                     continue
+                if after_gap:
+                    after_gap = False
+                    segment_start = clock
+                    if first_clock < 0:
+                        first_clock = clock
 
-                # An origin of the same client below the current clock is either inside
-                # this run (internal) or below its start (covered by the start dependency),
-                # so only other references need recording.  That is the common case for
-                # sequential typing, and skipping the dict update keeps the loop fast.
-                if info & _HAS_ORIGIN:
-                    ref_client = data[pos]
-                    pos += 1
-                    if ref_client > 127:
-                        ref_client, pos = tail(data, pos, ref_client)
-                    ref_clock = data[pos]
-                    pos += 1
-                    if ref_clock > 127:
-                        ref_clock, pos = tail(data, pos, ref_clock)
-                    if (ref_client != client or ref_clock >= clock) and maxref.get(
-                        ref_client, -1
-                    ) < ref_clock:
-                        maxref[ref_client] = ref_clock
-                if info & _HAS_RIGHT_ORIGIN:
-                    ref_client = data[pos]
-                    pos += 1
-                    if ref_client > 127:
-                        ref_client, pos = tail(data, pos, ref_client)
-                    ref_clock = data[pos]
-                    pos += 1
-                    if ref_clock > 127:
-                        ref_clock, pos = tail(data, pos, ref_clock)
-                    if (ref_client != client or ref_clock >= clock) and maxref.get(
-                        ref_client, -1
-                    ) < ref_clock:
-                        maxref[ref_client] = ref_clock
-                if not info & (_HAS_ORIGIN | _HAS_RIGHT_ORIGIN):
-                    # Without origins the parent cannot be inferred, so it is written out:
-                    # parent info 1 means a root type name, anything else a parent item ID
-                    # (yjs and yrs both test `== 1`, so we accept the same values).
+                # Origin, right origin and a parent given as an ID all count alike for
+                # dependencies, so they share one reading loop.  Origins and a written-out
+                # parent exclude each other: without origins the parent cannot be inferred,
+                # so it is written as parent info 1 (a root type name) or anything else (an
+                # item ID; yjs and yrs both test `== 1`, so we accept the same values).
+                refs = ref_counts[info >> 6]
+                if not refs:
                     parent_info = data[pos]
                     pos += 1
                     if parent_info > 127:
@@ -364,20 +413,51 @@ def _decode_update(data: bytes) -> UpdateInfo:
                     if parent_info == 1:
                         pos = skip_string(data, pos, n)
                     else:
+                        refs = 1
+                while refs:
+                    refs -= 1
+                    # Client ids are usually eight-byte varints; the struct's own client and
+                    # the last other client seen are matched as raw bytes instead.
+                    if startswith(own, pos):
+                        pos += own_len
+                        ref_client = client
+                    elif startswith(last_other, pos):
+                        pos += last_other_len
+                        ref_client = last_other_client
+                    else:
+                        ref_start = pos
                         ref_client = data[pos]
                         pos += 1
                         if ref_client > 127:
                             ref_client, pos = tail(data, pos, ref_client)
-                        ref_clock = data[pos]
-                        pos += 1
-                        if ref_clock > 127:
+                        if ref_client != client:
+                            last_other = data[ref_start:pos]
+                            last_other_len = pos - ref_start
+                            last_other_client = ref_client
+                    ref_clock = data[pos]
+                    pos += 1
+                    if ref_clock > 127:
+                        # Two-byte clocks (128..16383) are the commonest multi-byte value.
+                        b = data[pos]
+                        if b < 0x80:
+                            ref_clock = (ref_clock & 0x7F) | b << 7
+                            pos += 1
+                        else:
                             ref_clock, pos = tail(data, pos, ref_clock)
-                        if (ref_client != client or ref_clock >= clock) and maxref.get(
-                            ref_client, -1
-                        ) < ref_clock:
+                    # A reference to the struct's own client below the current clock is
+                    # inside the struct's carried segment or below that segment's start
+                    # (covered by the segment need), so it needs no bookkeeping.  One at
+                    # or past the current clock can never be met by this update, because a
+                    # client's structs integrate in clock order (yrs writes such references
+                    # for text edited inside a multi-byte character), so it is an outside
+                    # dependency.
+                    if ref_client != client:
+                        if maxref_get(ref_client, -1) < ref_clock:
                             maxref[ref_client] = ref_clock
-                    if info & _HAS_PARENT_SUB:
-                        pos = skip_string(data, pos, n)
+                    elif ref_clock >= clock and self_refs.get(client, -1) < ref_clock:
+                        self_refs[client] = ref_clock
+                if info & _HAS_PARENT_SUB and not info & _HAS_ORIGINS:
+                    pos = skip_string(data, pos, n)
 
                 # Content, ordered by how often each kind occurs in practice.
                 if kind == _STRING:
@@ -455,30 +535,18 @@ def _decode_update(data: bytes) -> UpdateInfo:
 
             if clock > _MAX_VALUE:
                 raise UpdateFormatError(f"clock of client {client} overflows 64 bits", pos)
-            lo, hi = start, clock
-            if skips is not None:
-                # Skips at either end mean those clocks are simply not carried; a skip
-                # between carried structs means the later ones need the skipped clocks
-                # from elsewhere first, which is a dependency on the skip's end.
-                first, last = 0, len(skips)
-                while first < last and skips[first][0] == lo:
-                    lo = skips[first][1]
-                    first += 1
-                while last > first and skips[last - 1][1] == hi:
-                    hi = skips[last - 1][0]
-                    last -= 1
-                if first < last:
-                    gap_deps[client] = max(s[1] for s in skips[first:last])
-            if lo < hi:
-                ranges[client] = (lo, hi)
-            elif (
-                start > 0
-                and num_structs > (len(skips) if skips is not None else 0)
-                and maxref.get(client, -1) < start - 1
-            ):
-                # Only zero-length items were carried, so there is no range whose start
-                # dependency covers the same-client origins skipped above; record it here.
-                maxref[client] = start - 1
+            if not after_gap:
+                last_end = clock
+            if first_clock >= 0:
+                # Skips before the first or after the last carried struct are clocks the
+                # update simply does not carry, so they are left out of the range.  A
+                # section of zero-length items only (yrs writes an empty string when a
+                # diff starts inside a surrogate pair) carries no clock at all, but its
+                # items still need their position, like any segment start.
+                if last_end > first_clock:
+                    ranges[client] = (first_clock, last_end)
+                if segment_start > 0:
+                    segment_needs[client] = segment_start
 
         delete_set: dict[int, list[tuple[int, int]]] = {}
         num_clients = data[pos]
@@ -503,34 +571,38 @@ def _decode_update(data: bytes) -> UpdateInfo:
                 del_clock = data[pos]
                 pos += 1
                 if del_clock > 127:
-                    del_clock, pos = tail(data, pos, del_clock)
+                    b = data[pos]
+                    if b < 0x80:
+                        del_clock = (del_clock & 0x7F) | b << 7
+                        pos += 1
+                    else:
+                        del_clock, pos = tail(data, pos, del_clock)
                 del_len = data[pos]
                 pos += 1
                 if del_len > 127:
                     del_len, pos = tail(data, pos, del_len)
                 append((del_clock, del_len))
     except IndexError:
-        # Every inline read is `data[pos]` with pos only ever advanced by one past a
-        # checked byte, so an IndexError always means the input ended early, at `n`.
+        # Inline reads are plain `data[pos]`, and every multi-byte jump of pos is checked
+        # against the length first, so an IndexError always means the input ended early.
         raise UpdateFormatError("truncated update: unexpected end of input", n) from None
 
     if pos != n:
         raise UpdateFormatError(f"{n - pos} trailing bytes after the delete set", pos)
 
-    # A run starting at clock c > 0 needs clocks below c.  A reference (c, k) is internal
-    # when it falls inside the update's own run for c; otherwise it needs clock k + 1.  For
-    # a client with a run, every reference below the run's start is already covered by the
-    # start dependency, so only the highest reference per client can add anything.
-    dependencies: dict[int, int] = {}
-    for client, (lo, _hi) in ranges.items():
-        if lo > 0:
-            dependencies[client] = lo
-    for client, gap_end in gap_deps.items():
-        if gap_end > dependencies.get(client, 0):
-            dependencies[client] = gap_end
+    # A carried segment starting at clock c > 0 needs clocks below c, and clocks only grow
+    # along a section, so its last segment start is its strongest such need.  A reference
+    # (c, k) from another client is internal when it falls inside the update's range for
+    # c; otherwise it needs clock k + 1.  Every reference below a range's end that is not
+    # carried (below its start, or in a Skip) is already covered by the segment need, so
+    # one maximum per referenced client is enough.
+    dependencies = segment_needs
+    for client, ref_clock in self_refs.items():
+        if ref_clock >= dependencies.get(client, 0):
+            dependencies[client] = ref_clock + 1
     for client, ref_clock in maxref.items():
-        own = ranges.get(client)
-        if own is None or ref_clock >= own[1]:
+        run = ranges.get(client)
+        if run is None or ref_clock >= run[1]:
             needed = ref_clock + 1
             if needed > dependencies.get(client, 0):
                 dependencies[client] = needed
@@ -548,7 +620,7 @@ def ready(info: UpdateInfo, state: dict[int, int]) -> bool:
     return all(get(client, 0) >= needed for client, needed in info.dependencies.items())
 
 
-def decode_state_vector(sv: bytes) -> dict[int, int]:
+def decode_state_vector(sv: bytes | bytearray | memoryview) -> dict[int, int]:
     """Decode a lib0-encoded state vector (as from `Doc.get_state()`) into client -> clock."""
     data = sv if type(sv) is bytes else bytes(sv)
     n = len(data)

@@ -648,7 +648,7 @@ class _Plan:
     def op_splice(self, op: Op, epoch: str) -> None:
         parent, key, path = self.resolve(op.path)
         s = _step(parent, key, path)
-        if not isinstance(s, str):
+        if type(s) is not str:  # Code is a str subclass, but no collaborative text
             raise TypeMismatch(f"{_fmt(path)}: splice needs a string", path)
         index, count, text = op.index, op.count, op.text
         if index + count > len(s):
@@ -872,13 +872,15 @@ class _EventApplier:
         for pos, f in enumerate(final):
             if f not in changed:
                 continue
-            if f not in follower:
-                follower.append(f)
+            # Place f right after its final predecessor (placed already, or unchanged). Once
+            # every changed field is placed so, the follower has the final order, whatever order
+            # the changed fields had (moving f to index pos could displace an unchanged field).
+            others = [g for g in follower if g != f]
+            want = others.index(final[pos - 1]) + 1 if pos else 0
             at = None
-            if follower.index(f) != pos:
-                follower.remove(f)
-                follower.insert(pos, f)
-                at = pos
+            if follower.index(f) != want if f in follower else want != len(others):
+                at = want
+            follower = [*others[:want], f, *others[want:]]
             self.ops.append(Op("set", path + (f,), _plain(node[f]), at=at))
 
     def _array(self, event: Any, arr: Any, path: Path) -> None:

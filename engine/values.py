@@ -26,6 +26,7 @@ from typing import Any
 import bson
 from bson import json_util
 from bson.codec_options import CodecOptions, DatetimeConversion
+from bson.dbref import DBRef
 from bson.errors import BSONError
 from bson.int64 import Int64
 from bson.json_util import JSONMode, JSONOptions
@@ -68,8 +69,10 @@ class DocNode(dict[str, Any]):
         self.counters: dict[str, tuple[Any, str, dict[str, int | float]]] = {}
 
     def next_order(self) -> float:
-        """The order key that places a new field after every present one."""
-        return max((m[0] for m in self.meta.values()), default=-1.0) + 1.0
+        """The order key that places a new field after every present one (except fields a
+        client wrote without a finite order, which sort last)."""
+        orders = (m[0] for m in self.meta.values() if math.isfinite(m[0]))
+        return max(orders, default=-1.0) + 1.0
 
     def resort(self) -> None:
         """Put fields in (order, name) order, as every replica reads them from the CRDT."""
@@ -96,7 +99,22 @@ def decode_document(data: bytes) -> dict[str, Any]:
             "BSON does not round-trip: it holds a deprecated type (undefined, symbol, DBPointer),"
             " a duplicate key or a non-canonical encoding"
         )
+    if b"$ref\x00" in data:
+        doc = _undbref(doc)
     return doc
+
+
+def _undbref(value: Any) -> Any:
+    """pymongo decodes an embedded document starting ``$ref``, ``$id`` as a ``DBRef`` object;
+    to the engine it is a plain document (same bytes, same field order), as every replica that
+    reads it back from the CRDT sees it."""
+    if isinstance(value, DBRef):
+        value = value.as_doc()
+    if isinstance(value, dict):
+        return {k: _undbref(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_undbref(v) for v in value]
+    return value
 
 
 def encode_document(doc: Mapping[str, Any]) -> bytes:
@@ -188,7 +206,9 @@ def from_crdt(value: Any) -> Any:
         return dict_from_crdt(value)
     if t is list:
         return [from_crdt(v) for v in value]
-    return str(value)
+    # Anything else (a client's sub-document Y.Doc, ...) has no BSON form; str() of it would
+    # differ between replicas (it names a memory address), so every replica reads null.
+    return None
 
 
 def dict_from_crdt(d: dict[str, Any]) -> Any:
@@ -196,19 +216,33 @@ def dict_from_crdt(d: dict[str, Any]) -> Any:
     if len(d) <= 2 and d and not any(k.startswith(META) for k in d):
         keys = set(d)
         if keys <= EJSON_KEYS or keys == {"$code", "$scope"}:
-            return ejson_value(d)
+            try:
+                return ejson_value(d)
+            except MalformedBSON:
+                pass  # Not a valid leaf: a client's plain object, read as a document.
     return node_from_crdt(d)
 
 
 def ejson_value(d: dict[str, Any]) -> Any:
-    """Parse one Extended JSON leaf back into its BSON value."""
-    if "$numberInt" in d:
-        return int(d["$numberInt"])
-    if "$numberLong" in d:
-        return Int64(int(d["$numberLong"]))
+    """Parse one Extended JSON leaf back into its BSON value (MalformedBSON if it is not one
+    that BSON can hold: Yjs clients can write anything)."""
     try:
-        return json_util.object_hook(_plain(d), json_options=_EJSON)
-    except (TypeError, ValueError, KeyError, BSONError) as exc:
+        if "$numberInt" in d:
+            n = int(d["$numberInt"])
+            if not INT32_MIN <= n <= INT32_MAX:
+                raise ValueError("out of the int32 range")
+            return n
+        if "$numberLong" in d:
+            n = int(d["$numberLong"])
+            if not INT64_MIN <= n <= INT64_MAX:
+                raise ValueError("out of the int64 range")
+            return Int64(n)
+        # _plain parses inside out, this leaf's own top level included (parsing it again
+        # would hand object_hook an already-parsed value).
+        value = _plain(d)
+        bson.encode({"v": value}, codec_options=CODEC)  # e.g. a $date past the int64 range
+        return value
+    except Exception as exc:  # object_hook raises many types on bad input
         raise MalformedBSON(f"bad Extended JSON leaf {d!r}: {exc}") from None
 
 
@@ -220,12 +254,19 @@ def _plain(d: Any) -> Any:
         return [_plain(v) for v in d]
     if isinstance(d, bytearray):
         return bytes(d)
+    if type(d) is float and d.is_integer():
+        # Yjs reads every number back as a double, but the only bare numbers of canonical
+        # Extended JSON are integers ($timestamp's t and i, $minKey, $maxKey).
+        return int(d)
     return d
 
 
 def parse_meta(meta: Any) -> tuple[float, str]:
     """``(order, epoch)`` from a field's meta entry; fields without one sort last."""
-    if isinstance(meta, list) and meta and type(meta[0]) in (int, float):
+    if (
+        isinstance(meta, list) and meta and type(meta[0]) in (int, float)
+        and not math.isnan(meta[0])  # NaN would make the sort depend on the input order
+    ):  # fmt: skip
         epoch = meta[1] if len(meta) > 1 and isinstance(meta[1], str) else ""
         return float(meta[0]), epoch
     return math.inf, ""
@@ -237,7 +278,7 @@ def node_from_crdt(d: dict[str, Any]) -> DocNode:
     keys = sorted(metas, key=lambda k: (metas[k][0], k))
     node = DocNode(((k, from_crdt(d[k])) for k in keys), metas)
     for k in d:
-        if k.count(META) == 2:
+        if k.startswith(META) and k.count(META) >= 2:  # actor names may hold NUL (Yjs clients)
             field, actor = k[1:].split(META, 1)
             e = d[k]
             if (

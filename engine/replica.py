@@ -25,7 +25,7 @@ from pycrdt import Array, Doc, Map, Text, TransactionEvent
 
 from . import yupdate
 from .clock import ANONYMOUS, VectorClock, client_id_for, clock_key, validate_clock
-from .diff import Op, ParsedDiff, Path, encode_ops, parse_diff
+from .diff import Op, ParsedDiff, Path, encode_ops, parse_diff, parse_path
 from .errors import (
     CausalityError,
     EngineError,
@@ -161,11 +161,14 @@ class Replica:
         """The vector clock at a retained version."""
         return dict(self._history.clock_of(version))
 
-    def snapshot(self, version: int | None = None, path: Path | None = None) -> bytes:
-        """The document as BSON, at the latest or a retained past version, or one sub-path.
+    def snapshot(self, version: int | None = None, path: Path | str | None = None) -> bytes:
+        """The document as BSON, at the latest or a retained past version, or one sub-path
+        (a tuple of segments or a dotted string, as in diffs).
 
         A sub-path snapshot is ``{"value": <value at path>}`` whatever the value's type.
         """
+        if isinstance(path, str):
+            path = parse_path(path, "path") if path else None
         if version is None or version == self.version:
             doc: Any = self._mirror
             if path is None:

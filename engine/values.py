@@ -25,6 +25,7 @@ from typing import Any
 
 import bson
 from bson import json_util
+from bson.code import Code
 from bson.codec_options import CodecOptions, DatetimeConversion
 from bson.dbref import DBRef
 from bson.errors import BSONError
@@ -172,9 +173,16 @@ def doc_entries(
 
 
 def ejson_leaf(value: Any) -> Any:
-    """Canonical Extended JSON of a leaf that has no native CRDT form, as plain maps."""
+    """Canonical Extended JSON of a leaf that has no native CRDT form, as plain maps.
+
+    Code with scope is the one leaf holding a document, whose field order a plain Yjs map would
+    lose: it is kept as Extended JSON text under ``$ejson`` instead.
+    """
     try:
-        return json.loads(json_util.dumps(value, json_options=_EJSON))
+        text = json_util.dumps(value, json_options=_EJSON)
+        if isinstance(value, Code) and value.scope is not None:
+            return {"$ejson": text}
+        return json.loads(text)
     except (TypeError, ValueError) as exc:
         raise MalformedBSON(f"unsupported value of type {type(value).__name__}: {exc}") from None
 
@@ -215,12 +223,29 @@ def dict_from_crdt(d: dict[str, Any]) -> Any:
     """A map is an Extended JSON leaf, an engine document node, or a client's plain object."""
     if len(d) <= 2 and d and not any(k.startswith(META) for k in d):
         keys = set(d)
-        if keys <= EJSON_KEYS or keys == {"$code", "$scope"}:
+        if keys == {"$ejson"} and isinstance(d["$ejson"], str):
+            try:
+                return _ejson_text(d["$ejson"])
+            except MalformedBSON:
+                pass
+        elif keys <= EJSON_KEYS or keys == {"$code", "$scope"}:
             try:
                 return ejson_value(d)
             except MalformedBSON:
                 pass  # Not a valid leaf: a client's plain object, read as a document.
     return node_from_crdt(d)
+
+
+def _ejson_text(text: str) -> Any:
+    """An Extended JSON leaf kept as text (field order inside it preserved)."""
+    try:
+        value = json_util.loads(text, json_options=_EJSON)
+        bson.encode({"v": value}, codec_options=CODEC)
+    except Exception as exc:
+        raise MalformedBSON(f"bad Extended JSON text leaf: {exc}") from None
+    if isinstance(value, dict):
+        raise MalformedBSON("an Extended JSON text leaf must hold a leaf value")
+    return value
 
 
 def ejson_value(d: dict[str, Any]) -> Any:

@@ -8,6 +8,6 @@ PY=${PYTHON:-python3}
 .venv/bin/python - <<'PY'
 import re, pathlib
 text = pathlib.Path("README.md").read_text()
-block = re.search(r"```python\n(.*?)```", text, re.S).group(1)
+block = re.search(r"```python engine-example\n(.*?)```", text, re.S).group(1)
 exec(compile(block, "README.md", "exec"))
 PY

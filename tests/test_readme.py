@@ -9,7 +9,7 @@ README = pathlib.Path(__file__).resolve().parent.parent / "README.md"
 
 
 def test_readme_example_runs_and_converges(capsys):
-    block = re.search(r"```python\n(.*?)```", README.read_text(), re.S)
+    block = re.search(r"```python engine-example\n(.*?)```", README.read_text(), re.S)
     assert block is not None, "README lost its python example"
     namespace: dict = {}
     exec(compile(block.group(1), "README.md", "exec"), namespace)

@@ -68,3 +68,52 @@ def test_grpcurl_quick_start(tmp_path):
         assert server.stderr is not None
         server.stderr.close()
     assert code == 0, "SIGTERM must stop the gateway cleanly"
+
+
+def _python_block() -> str:
+    text = (ROOT / "README.md").read_text()
+    m = re.search(r"```python client-quickstart\n(.*?)```", text, re.S)
+    assert m is not None, "README lost its Python client quick start"
+    return m.group(1)
+
+
+def test_python_client_quick_start(tmp_path):
+    """Runs the README's client block in a fresh interpreter against an in-process gateway."""
+    import asyncio
+    import threading
+
+    from virtualdom.server.app import Gateway
+    from virtualdom.server.config import GatewayConfig
+
+    ready = threading.Event()
+    stop: dict[str, object] = {}
+
+    def serve() -> None:
+        async def main() -> None:
+            gw = Gateway(GatewayConfig(address="127.0.0.1:0", data_dir=str(tmp_path)))
+            stop["port"] = await gw.start()
+            stop["event"] = asyncio.Event()
+            stop["loop"] = asyncio.get_running_loop()
+            ready.set()
+            await stop["event"].wait()  # type: ignore[attr-defined]
+            await gw.stop()
+
+        asyncio.run(main())
+
+    thread = threading.Thread(target=serve)
+    thread.start()
+    try:
+        assert ready.wait(30)
+        env = {**os.environ, "VIRTUALDOM_ADDR": f"127.0.0.1:{stop['port']}"}
+        out = subprocess.run(
+            [sys.executable, "-c", _python_block()], env=env, capture_output=True, text=True,
+            timeout=60,
+        )  # fmt: skip
+        assert out.returncode == 0, out.stderr
+        lines = out.stdout.strip().splitlines()
+        assert lines[0] == "1 2 {'title': 'Hi there'}"
+        assert lines[1] == "[(1, 'set'), (2, 'splice')]"
+    finally:
+        if "loop" in stop:
+            stop["loop"].call_soon_threadsafe(stop["event"].set)  # type: ignore[attr-defined]
+        thread.join(30)

@@ -18,11 +18,13 @@ import signal
 from typing import Any
 
 import grpc
+from google.protobuf.message import DecodeError
 
 from virtualdom.v1 import gateway_pb2 as pb
 
 from .config import GatewayConfig
 from .documents import Documents
+from .errors import BadRequest
 from .feed import ChangeFeed
 from .service import MemoryGateway
 from .sessions import SessionService
@@ -40,28 +42,41 @@ def _serialize(message: Any) -> bytes:
     return data
 
 
+def _parse(cls: Any) -> Any:
+    """A request deserializer that turns undecodable bytes into a BadRequest for the handler
+    to raise (INVALID_ARGUMENT): an exception here would make grpc answer UNKNOWN."""
+
+    def parse(data: bytes) -> Any:
+        try:
+            return cls.FromString(data)
+        except DecodeError as exc:
+            return BadRequest(f"malformed {cls.DESCRIPTOR.name} message: {exc}")
+
+    return parse
+
+
 def method_handlers(gateway: MemoryGateway, sessions: SessionService) -> grpc.GenericRpcHandler:  # type: ignore[type-arg]
     return grpc.method_handlers_generic_handler(
         SERVICE,
         {
             "WriteDiff": grpc.unary_unary_rpc_method_handler(
                 gateway.WriteDiff,
-                request_deserializer=pb.WriteDiffRequest.FromString,
+                request_deserializer=_parse(pb.WriteDiffRequest),
                 response_serializer=_serialize,
             ),
             "ReadSnapshot": grpc.unary_unary_rpc_method_handler(
                 gateway.ReadSnapshot,
-                request_deserializer=pb.ReadSnapshotRequest.FromString,
+                request_deserializer=_parse(pb.ReadSnapshotRequest),
                 response_serializer=_serialize,
             ),
             "SubscribeChanges": grpc.unary_stream_rpc_method_handler(
                 gateway.SubscribeChanges,
-                request_deserializer=pb.SubscribeRequest.FromString,
+                request_deserializer=_parse(pb.SubscribeRequest),
                 response_serializer=_serialize,
             ),
             "CollaborativeSession": grpc.stream_stream_rpc_method_handler(
                 sessions.CollaborativeSession,
-                request_deserializer=pb.SessionMessage.FromString,
+                request_deserializer=_parse(pb.SessionMessage),
                 response_serializer=_serialize,
             ),
         },

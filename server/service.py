@@ -10,7 +10,7 @@ import asyncio
 import functools
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any, TypeVar
 
 import bson
@@ -52,6 +52,8 @@ def rpc_errors(fn: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
     @functools.wraps(fn)
     async def wrapper(self: Any, request: Any, context: Any) -> T:
         try:
+            if isinstance(request, BadRequest):  # undecodable request bytes (app._parse)
+                raise request
             return await fn(self, request, context)
         except (grpc.aio.AbortError, asyncio.CancelledError):
             raise
@@ -68,6 +70,8 @@ def stream_errors(
     @functools.wraps(fn)
     async def wrapper(self: Any, request: Any, context: Any) -> AsyncIterator[T]:
         try:
+            if isinstance(request, BadRequest):  # undecodable request bytes (app._parse)
+                raise request
             async for item in fn(self, request, context):
                 yield item
         except (grpc.aio.AbortError, asyncio.CancelledError, GeneratorExit):
@@ -133,7 +137,7 @@ class MemoryGateway:
         )
         host = await self.documents.host(node_id, create=True)
         result: WriteResult = await host.submit(write)
-        return write_response(result)
+        return write_response(result, _echo_budget(self.config))
 
     @rpc_errors
     async def ReadSnapshot(
@@ -205,8 +209,11 @@ class MemoryGateway:
                 if node_id is None:
                     raise BadRequest("from_version is for node_id subscriptions; use resume_token")
                 async for batch in self._replay_node(node_id, request.from_version):
-                    yield self._encode(batch, include_update)
                     pos = batch[-1].seq
+                    # With send_snapshot, the snapshot already holds versions up to its own.
+                    fresh = [e for e in batch if e.change.version > skip.get(node_id, 0)]
+                    for message in self._messages(fresh, include_update):
+                        yield message
             elif start == "resume_token":
                 try:
                     pos = parse_resume_token(request.resume_token)
@@ -289,7 +296,8 @@ class MemoryGateway:
                     ]
                 pos = last
                 if entries:
-                    yield self._encode(entries, include_update)
+                    for message in self._messages(entries, include_update):
+                        yield message
                 continue
             wake = asyncio.ensure_future(follower.wake.wait())
             stop = asyncio.ensure_future(self.shutdown.wait())
@@ -316,24 +324,63 @@ class MemoryGateway:
                 resume_token(oldest),
             )
         if follower.node_id is not None:
-            rows = await self.store.changes_after(pos, follower.node_id, limit * 4)
-            return [c for c in rows if c.node_id == follower.node_id][:limit]
+            # The query matches node_id as a prefix ("doc" also finds "doc/child"): when a full
+            # page holds only other documents, read on from its end. (Returning [] made the
+            # caller jump to the window start, skipping this document's older changes.)
+            while True:
+                rows = await self.store.changes_after(pos, follower.node_id, limit * 4)
+                mine = [c for c in rows if c.node_id == follower.node_id][:limit]
+                if mine or len(rows) < limit * 4:
+                    return mine
+                pos = rows[-1].seq
         return await self.store.changes_after(pos, follower.prefix or b"", limit)
 
     @staticmethod
     def _encode(entries: list[Entry], include_update: bool) -> bytes:
         return b"".join(e.encoded_field(include_update) for e in entries)
 
+    def _messages(self, entries: list[Entry], include_update: bool) -> Iterator[bytes]:
+        """The entries as stream messages, in order, each under max_message_bytes: a batch
+        of big changes is split, and a change too big to send with its update goes without it
+        (one message over the cap fails the stream, and its every retry)."""
+        budget = _echo_budget(self.config)
+        chunk: list[bytes] = []
+        size = 0
+        for e in entries:
+            field = e.encoded_field(include_update)
+            if include_update and len(field) > budget:
+                field = e.encoded_field(False)
+            if chunk and size + len(field) > budget:
+                yield b"".join(chunk)
+                chunk, size = [], 0
+            chunk.append(field)
+            size += len(field)
+        if chunk:
+            yield b"".join(chunk)
 
-def write_response(result: WriteResult) -> pb.WriteDiffResponse:
+
+def _echo_budget(config: GatewayConfig) -> int:
+    """Bytes of changes one response or stream message may carry (the rest is headroom)."""
+    return max(config.max_message_bytes - 64 * 1024, config.max_message_bytes // 2)
+
+
+def write_response(result: WriteResult, budget: int | None = None) -> pb.WriteDiffResponse:
     stored = result.stored
+    diff = stored.diff_bson if stored else b""
+    update = stored.update if stored else b""
+    # The write is durable: a response too big to send (a 100 MB write's diff plus update is
+    # 200 MB) must not turn it into an error. Drop the update, then the diff, to fit.
+    if budget is not None and len(diff) + len(update) > budget:
+        update = b""
+        if len(diff) > budget:
+            diff = b""
     return pb.WriteDiffResponse(
         success=True,
         new_version=result.version,
         vector_clock=pb.VectorClock(counters=result.clock),
-        effective_diff_bson=stored.diff_bson if stored else b"",
+        effective_diff_bson=diff,
         replayed=result.replayed,
-        update=stored.update if stored else b"",
+        update=update,
     )
 
 

@@ -29,7 +29,7 @@ from .config import GatewayConfig
 from .documents import Call, DocumentHost, Documents, Write, WriteResult
 from .errors import BadRequest, ShuttingDown, TooMany, status_of
 from .feed import ChangeFeed, Entry, clock_pb
-from .service import MemoryGateway, clock_of
+from .service import MemoryGateway, _echo_budget, clock_of
 
 log = logging.getLogger("virtualdom.sessions")
 
@@ -124,6 +124,17 @@ class SessionService:
     async def _read(self, session: Session, requests: AsyncIterator[pb.SessionMessage]) -> None:
         try:
             async for msg in requests:
+                undecodable: object = msg  # app._parse hands over a BadRequest instead
+                if isinstance(undecodable, BadRequest):
+                    await session.out.put(
+                        pb.SessionUpdate(
+                            error=pb.SessionError(
+                                code=grpc.StatusCode.INVALID_ARGUMENT.value[0],
+                                message=str(undecodable),
+                            )
+                        )
+                    )
+                    continue
                 try:
                     await self._handle(session, msg)
                 except (asyncio.CancelledError, grpc.aio.AbortError):
@@ -189,13 +200,15 @@ class SessionService:
         host = await self.documents.host(m.node_id, create=True)
         result: WriteResult = await host.submit(write)
         stored = result.stored
+        diff, update = _fit(
+            stored.diff_bson if stored else b"", stored.update if stored else b"", self.config
+        )
         await session.out.put(
             pb.SessionUpdate(
                 ack=pb.Ack(
                     seq=seq, node_id=m.node_id, version=result.version,
                     vector_clock=pb.VectorClock(counters=result.clock),
-                    diff_bson=stored.diff_bson if stored else b"",
-                    update=stored.update if stored else b"",
+                    diff_bson=diff, update=update,
                 )
             )
         )  # fmt: skip
@@ -214,6 +227,8 @@ class SessionService:
             return update, r.state_vector(), r.version, r.clock(), snap, host.last_seq
 
         update, sv, version, clock, snap, last_seq = await host.submit(Call(sync))
+        if len(update) + len(snap) > _echo_budget(self.config):
+            snap = b""  # too big beside the state: the client reads it with ReadSnapshot
         actor = join.actor or "anonymous"
         m = Membership(session, node_id, f"{actor}#{uuid.uuid4().hex[:12]}", actor, presence)
         others = [o for o in host.members.values() if isinstance(o, Membership)]
@@ -262,7 +277,11 @@ class SessionService:
                     pos = e.seq
                     if e.origin == m.member_id:
                         continue
-                    await m.session.out.put(pb.SessionUpdate(change=e.message(True)))
+                    change = e.message(True)
+                    change.diff_bson, change.update = _fit(
+                        change.diff_bson, change.update, self.config
+                    )
+                    await m.session.out.put(pb.SessionUpdate(change=change))
         finally:
             self.feed.unfollow(follower)
 
@@ -305,6 +324,18 @@ class SessionService:
                 if m.presence and now - m.last_seen > ttl:
                     m.presence = b""
                     self._broadcast(m, pb.SessionUpdate(presence=m.presence_update(removed=True)))
+
+
+def _fit(diff: bytes, update: bytes, config: GatewayConfig) -> tuple[bytes, bytes]:
+    """A change's diff and update, as much of them as one message can carry: a message over
+    max_message_bytes would end the member's whole session. Members keep replicas, so the
+    update is kept first (without either, the member resyncs by rejoining)."""
+    budget = _echo_budget(config)
+    if len(diff) + len(update) > budget:
+        diff = b""
+        if len(update) > budget:
+            update = b""
+    return diff, update
 
 
 def _checked_presence(data: bytes) -> bytes:

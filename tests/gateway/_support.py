@@ -29,7 +29,9 @@ STEP = 10.0
 MiB = 1024 * 1024
 
 
-def async_test(timeout: float = 60.0) -> Callable[[Callable[..., Awaitable[None]]], Callable[..., None]]:
+def async_test(
+    timeout: float = 60.0,
+) -> Callable[[Callable[..., Awaitable[None]]], Callable[..., None]]:
     """Run an async test body with asyncio.run, failing it after ``timeout`` seconds."""
 
     def deco(fn: Callable[..., Awaitable[None]]) -> Callable[..., None]:

@@ -102,6 +102,10 @@ class Replica:
         self._count = 0
         self._names: dict[int, str] = {}
         self._pending: dict[bytes, yupdate.UpdateInfo] = {}
+        #: (path, pycrdt Text) of the last text spliced: typing splices one text over and over,
+        #: and each Map lookup costs a pycrdt transaction. Dropped by anything that may replace
+        #: a node (every other local op, every merge).
+        self._text_node: tuple[Path, Any] | None = None
         self._last_update = b""
         self._clock: VectorClock | None = {}
         self._registered = False
@@ -270,6 +274,8 @@ class Replica:
             raise
         if not plan.actions:
             return None
+        if plan.structural:
+            self._text_node = None
         self._count += 1
         with self._doc.transaction(origin="local"):
             for action in plan.actions:
@@ -313,7 +319,7 @@ class Replica:
         if client == self.client_id:
             return self.actor
         if client not in self._names:
-            for name in self._actors.keys():
+            for name in self._actors:
                 self._names[client_id_for(name)] = name
         return self._names.get(client, f"{ANONYMOUS}{client}")
 
@@ -338,6 +344,7 @@ class Replica:
         return changes
 
     def _merge_one(self, update: bytes) -> Change | None:
+        self._text_node = None
         before = self._doc.get_state()
         collected: list[Any] = []
         sub = self._root.observe_deep(collected.extend)
@@ -401,6 +408,15 @@ class Replica:
             node = _step(node, seg, path[: i + 1])
         return node
 
+    def _ytext(self, path: Path) -> Any:
+        """The pycrdt Text at ``path``, cached while only splices change the document."""
+        cached = self._text_node
+        if cached is not None and cached[0] == path:
+            return cached[1]
+        node = self._ynode(path)
+        self._text_node = (path, node)
+        return node
+
     def _ynode(self, path: Path) -> Any:
         node: Any = self._root
         for seg in path:
@@ -437,6 +453,10 @@ def _norm(container: Any, seg: str | int) -> str | int:
     return seg
 
 
+#: The ops whose op_* method stamps an epoch on the fields it writes.
+_EPOCH_OPS = frozenset({"set", "replace"})
+
+
 class _Plan:
     """Validates ops one after another against the mirror, mutating it with an undo log, and
     collects the CRDT actions to run once every op has passed."""
@@ -448,10 +468,20 @@ class _Plan:
         self.effective: list[Op] = []
         #: Whether some op adds a struct (anything but pure deletion).
         self.inserts = False
+        #: Whether some op is not a splice (and so may replace a node of the CRDT).
+        self.structural = False
         self.size = replica._size
-        # Our own clock only grows, even across restores, so epochs never repeat.
-        own = yupdate.decode_state_vector(replica._doc.get_state()).get(replica.client_id, 0)
-        self.epoch_base = f"{replica.actor}:{own}"
+        self._epoch_base: str | None = None
+
+    def epoch(self, i: int) -> str:
+        """The epoch stamped on fields set by op ``i`` (read lazily: only set and replace use
+        one, and nothing touches the CRDT before every op has passed)."""
+        if self._epoch_base is None:
+            # Our own clock only grows, even across restores, so epochs never repeat.
+            r = self.r
+            own = yupdate.decode_state_vector(r._doc.get_state()).get(r.client_id, 0)
+            self._epoch_base = f"{r.actor}:{own}"
+        return f"{self._epoch_base}:{i}"
 
     def undo(self) -> None:
         for fn in reversed(self.undos):
@@ -462,8 +492,8 @@ class _Plan:
         """(parent container, key, normalised path) of a path's last segment."""
         parent: Any = self.r._mirror
         norm: list[str | int] = []
-        for i, seg in enumerate(path[:-1]):
-            seg = _norm(parent, seg)
+        for i, raw in enumerate(path[:-1]):
+            seg = _norm(parent, raw)
             parent = _step(parent, seg, path[: i + 1])
             norm.append(seg)
         key = _norm(parent, path[-1])
@@ -484,7 +514,10 @@ class _Plan:
         self.size += len(encode_document({"v": value}))
 
     def add(self, op: Op, i: int) -> None:
-        getattr(self, "op_" + op.op)(op, f"{self.epoch_base}:{i}")
+        if op.op != "splice":
+            self.structural = True
+        # Only set and replace read their epoch; the other op_* ignore the argument.
+        getattr(self, "op_" + op.op)(op, self.epoch(i) if op.op in _EPOCH_OPS else "")
 
     # Each op_* validates against the mirror, mutates it (registering an undo), queues the CRDT
     # action, and records the effective op with concrete positions.
@@ -507,7 +540,9 @@ class _Plan:
             return
         if not isinstance(parent, list):
             raise TypeMismatch(f"{_fmt(path[:-1])}: not a document or array", path)
-        if not isinstance(key, int) or not 0 <= key < len(parent):
+        if not isinstance(key, int):
+            raise TypeMismatch(f"{_fmt(path)}: field name into an array", path)
+        if not 0 <= key < len(parent):
             raise PathError(f"{_fmt(path)}: index out of range (length {len(parent)})", path)
         old = parent[key]
         parent[key] = value
@@ -528,7 +563,7 @@ class _Plan:
     ) -> None:
         existed = key in node
         old_value, old_meta = node.get(key), node.meta.get(key)
-        old_items, old_counters = list(node.items()), node.counters.get(key)
+        old_counters = node.counters.get(key)
         if at is None:
             order = old_meta[0] if old_meta is not None else node.next_order()
         else:
@@ -538,6 +573,9 @@ class _Plan:
         resort = at is not None or (
             not existed and last is not None and node.meta.get(last, (math.inf, ""))[0] > order
         )
+        # Only a reorder needs the old field order to undo (copying it always made wide
+        # documents quadratic to build).
+        old_items = list(node.items()) if resort else None
         node[key] = value
         node.meta[key] = (order, epoch)
         node.counters.pop(key, None)
@@ -545,8 +583,11 @@ class _Plan:
             node.resort()
 
         def undo() -> None:
-            node.clear()
-            node.update(old_items)
+            if old_items is not None:
+                node.clear()
+                node.update(old_items)
+            elif existed:
+                node[key] = old_value
             if old_meta is None:
                 node.meta.pop(key, None)
             else:
@@ -560,7 +601,6 @@ class _Plan:
         ppath, lim, had_counters = path[:-1], self.r.limits.max_depth, old_counters
         # Copied now: later ops of this diff mutate the mirror's value before any action runs.
         raw = _plain(value)
-        del old_value
 
         def act() -> None:
             ymap = self.r._ynode(ppath)
@@ -674,7 +714,9 @@ class _Plan:
         self.undos.append(lambda: parent.__setitem__(key, s))
 
         def act() -> None:
-            ytext = self.r._ynode(path)
+            # Within a plan that may replace nodes, no cache (an earlier action may have
+            # replaced this text); _apply_local drops the cache for such plans.
+            ytext = self.r._ynode(path) if self.structural else self.r._ytext(path)
             if bd:
                 del ytext[bi : bi + bd]
             if text:
@@ -773,7 +815,7 @@ def _order_at(node: DocNode, key: str, at: int) -> float:
 
 def _drop_counter_keys(ymap: Any, key: str) -> None:
     prefix = META + key + META
-    for k in [k for k in ymap.keys() if k.startswith(prefix)]:
+    for k in [k for k in ymap if k.startswith(prefix)]:
         del ymap[k]
 
 
@@ -848,7 +890,7 @@ class _EventApplier:
             base = from_crdt(_to_py(ymap[f]))
             prefix = META + f + META
             live = {}
-            for k in ymap.keys():
+            for k in ymap:
                 if k.startswith(prefix):
                     v = ymap.get(k)
                     if isinstance(v, list) and len(v) == 2 and v[0] == epoch:
@@ -863,7 +905,7 @@ class _EventApplier:
                 changed.add(f)
             node[f] = clean(value)
         for f in removed:
-            self.ops.append(Op("remove", path + (f,)))
+            self.ops.append(Op("remove", (*path, f)))
         node.resort()
         final = list(node)
         # Replay what a follower would do with plain sets, and add "at" where that would put a
@@ -884,7 +926,7 @@ class _EventApplier:
             if follower.index(f) != want if f in follower else want != len(others):
                 at = want
             follower = [*others[:want], f, *others[want:]]
-            self.ops.append(Op("set", path + (f,), _plain(node[f]), at=at))
+            self.ops.append(Op("set", (*path, f), _plain(node[f]), at=at))
 
     def _array(self, event: Any, arr: Any, path: Path) -> None:
         if not isinstance(arr, list):

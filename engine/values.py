@@ -54,6 +54,23 @@ INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 META = "\x00"
 
 
+class _Meta(dict[str, tuple[float, str]]):
+    """Per-field ``(order, epoch)``, tracking the largest finite order so that appending a
+    field costs O(1) (a scan per new field made building wide documents quadratic)."""
+
+    __slots__ = ("top",)
+
+    def __init__(self, items: Mapping[str, tuple[float, str]] | None = None):
+        super().__init__(items or {})
+        finite = [m[0] for m in self.values() if math.isfinite(m[0])]
+        self.top: float = max(finite, default=-1.0)
+
+    def __setitem__(self, key: str, value: tuple[float, str]) -> None:
+        super().__setitem__(key, value)
+        if math.isfinite(value[0]) and value[0] > self.top:
+            self.top = value[0]
+
+
 class DocNode(dict[str, Any]):
     """A document in the engine's mirror: a dict in field order, plus each field's
     ``(order, epoch)`` meta and, for fields with increments, ``(base, epoch, deltas)``."""
@@ -66,14 +83,15 @@ class DocNode(dict[str, Any]):
         meta: dict[str, tuple[float, str]] | None = None,
     ):
         super().__init__(items)
-        self.meta: dict[str, tuple[float, str]] = meta if meta is not None else {}
+        self.meta: dict[str, tuple[float, str]] = _Meta(meta)
         self.counters: dict[str, tuple[Any, str, dict[str, int | float]]] = {}
 
     def next_order(self) -> float:
         """The order key that places a new field after every present one (except fields a
         client wrote without a finite order, which sort last)."""
-        orders = (m[0] for m in self.meta.values() if math.isfinite(m[0]))
-        return max(orders, default=-1.0) + 1.0
+        top = self.meta.top if isinstance(self.meta, _Meta) else -1.0
+        # `top` may be stale-high after removals or undo; any larger order is equally valid.
+        return top + 1.0
 
     def resort(self) -> None:
         """Put fields in (order, name) order, as every replica reads them from the CRDT."""
@@ -302,10 +320,9 @@ def node_from_crdt(d: dict[str, Any]) -> DocNode:
     metas = {k: parse_meta(d.get(META + k)) for k in d if not k.startswith(META)}
     keys = sorted(metas, key=lambda k: (metas[k][0], k))
     node = DocNode(((k, from_crdt(d[k])) for k in keys), metas)
-    for k in d:
+    for k, e in d.items():
         if k.startswith(META) and k.count(META) >= 2:  # actor names may hold NUL (Yjs clients)
             field, actor = k[1:].split(META, 1)
-            e = d[k]
             if (
                 field in node and is_number(node[field]) and isinstance(e, list) and len(e) == 2
                 and e[0] == metas[field][1]

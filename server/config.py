@@ -35,6 +35,9 @@ class GatewayConfig:
     retain_versions: int | None = None
     #: Versions of history each loaded replica keeps in memory (for causal contexts).
     retain_in_memory: int = 10_000
+    #: A document whose whole log has at most this many versions is rebuilt from the log when
+    #: it loads (not from its snapshot), so its past versions stay readable after a restart.
+    history_on_load: int = 2_000
     #: Presence of a session member that sends nothing for this long is removed.
     presence_ttl_s: float = 30.0
     #: Committed changes kept in memory for subscribers (older ones are read from the store).

@@ -269,13 +269,18 @@ async def _load(
     node_id: bytes, store: Store, config: GatewayConfig
 ) -> tuple[Replica, int, bool, int]:
     snap, changes = await store.load(node_id)
+    snap_version = snap.version if snap else 0
+    base_state, base_version = (snap.state, snap.version) if snap else (b"", 0)
+    if snap and snap.version <= config.history_on_load and await store.oldest_version(node_id) == 0:
+        # The whole log is still there and short: replay it from the start, so that past
+        # versions and causal contexts from before the reload stay usable.
+        full = await store.changes_of(node_id, 0, snap.version + len(changes) + 1)
+        if len(full) == snap.version + len(changes):
+            base_state, base_version, changes = b"", 0, full
     replica = Replica.restore(
-        config.actor,
-        snap.state if snap else b"",
-        snap.version if snap else 0,
-        limits=config.limits,
+        config.actor, base_state, base_version, limits=config.limits,
         retain=config.retain_in_memory,
-    )
+    )  # fmt: skip
     for c in changes:
         applied = replica.merge(c.update)
         if replica.version != c.version or len(applied) != 1:
@@ -284,7 +289,7 @@ async def _load(
                 f" (replica at {replica.version})"
             )
     last_seq = changes[-1].seq if changes else (snap.seq if snap else 0)
-    return replica, last_seq, bool(snap or changes), snap.version if snap else 0
+    return replica, last_seq, bool(snap or changes), snap_version
 
 
 class Documents:

@@ -243,7 +243,7 @@ WRITE_CASES: dict[str, tuple[pb.WriteDiffRequest, grpc.StatusCode, str, tuple[st
 # docs/diff-format.md: "TypeMismatch when a field name is applied to an array". The engine's
 # set raises PathError "items.x: index out of range (length 3)" instead (engine/replica.py
 # _Plan.op_set); the status is INVALID_ARGUMENT either way, only the reason differs.
-KNOWN_ENGINE_DEVIATIONS = {"field-into-array"}
+KNOWN_ENGINE_DEVIATIONS: set[str] = set()
 
 
 @pytest.mark.parametrize(

@@ -310,12 +310,6 @@ async def test_idle_document_unloads_and_reloads_on_demand(tmp_path):
         assert await doc(stub, node) == {"text": "hello world", "n": 2}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a reloaded replica's history starts at its stored snapshot (documents._load), so "
-    "past versions and causal contexts from before a restart or an idle unload are "
-    "OUT_OF_RANGE although the log still holds them",
-)
 @async_test()
 async def test_past_versions_and_contexts_survive_a_restart(tmp_path):
     node = b"restart/history"

@@ -319,7 +319,8 @@ class Replica:
         if client == self.client_id:
             return self.actor
         if client not in self._names:
-            for name in self._actors:
+            # keys(): pycrdt's Map.__iter__ is typed as returning a plain Iterable.
+            for name in self._actors.keys():  # noqa: SIM118
                 self._names[client_id_for(name)] = name
         return self._names.get(client, f"{ANONYMOUS}{client}")
 

@@ -18,6 +18,6 @@ if [ ! -x .tools/grpcurl ] && command -v go >/dev/null 2>&1; then
   GOBIN="$PWD/.tools" go install github.com/fullstorydev/grpcurl/cmd/grpcurl@v1.9.3
 fi
 export PATH="$PWD/.tools:$PATH"
-.venv/bin/ruff check engine server client tests benchmarks
+.venv/bin/ruff check .
 .venv/bin/mypy -p virtualdom.engine -p virtualdom.server -p virtualdom.client
 .venv/bin/python -m pytest "$@"

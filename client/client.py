@@ -16,11 +16,12 @@ from bson.codec_options import CodecOptions
 from virtualdom.v1 import gateway_pb2 as pb
 
 from .codec import DEFAULT_CODEC_OPTIONS, Diff, encode_diff, node_bytes
-from .errors import error_from_rpc
+from .errors import ResourceExhausted, error_from_rpc
 from .models import Snapshot, WriteResult
 from .pool import ChannelPool, Endpoint
 from .pool import channel_options as make_channel_options
 from .retry import RetryPolicy
+from .security import TokenSource, channel_credentials
 from .session import Session
 from .subscription import Subscription
 
@@ -60,6 +61,11 @@ class GatewayClient:
         timeout: default deadline in seconds of each unary attempt (None: no deadline).
         codec_options: how BSON decodes (see :mod:`virtualdom.client.codec`).
         channel_options: extra gRPC channel arguments.
+        tls, root_certificates, certificate_chain, private_key: TLS (None = TLS when
+            certificates are given; ``tls=True`` alone trusts the system's CAs) and the client
+            certificate and key (PEM bytes) for mTLS.
+        token: a bearer token, or a function returning the current one (asked before each
+            call), sent as ``authorization: Bearer ...``. See :mod:`virtualdom.client.security`.
     """
 
     def __init__(
@@ -75,6 +81,11 @@ class GatewayClient:
         timeout: float | None = None,
         codec_options: CodecOptions[Any] = DEFAULT_CODEC_OPTIONS,
         channel_options: Sequence[tuple[str, Any]] = (),
+        tls: bool | None = None,
+        root_certificates: bytes | None = None,
+        certificate_chain: bytes | None = None,
+        private_key: bytes | None = None,
+        token: TokenSource | None = None,
     ):
         self.target = target
         self.retry = retry if retry is not None else RetryPolicy()
@@ -97,7 +108,11 @@ class GatewayClient:
                 extra=channel_options,
             ),
             compression=compression,
-        )
+            credentials=channel_credentials(
+                target, tls=tls, root_certificates=root_certificates,
+                certificate_chain=certificate_chain, private_key=private_key, token=token,
+            ),
+        )  # fmt: skip
         self._streams: weakref.WeakSet[Subscription | Session] = weakref.WeakSet()
 
     # -- lifecycle -----------------------------------------------------------------------------
@@ -282,7 +297,11 @@ class GatewayClient:
                     or not policy.retryable(err.code(), err.details() or "")
                 ):
                     raise error_from_rpc(err) from err
-            await asyncio.sleep(policy.backoff(attempt - 1))
+                delay = policy.backoff(attempt - 1)
+                error = error_from_rpc(err)
+                if isinstance(error, ResourceExhausted):  # a rate limit says when to come back
+                    delay = max(delay, error.retry_after_ms / 1000)
+            await asyncio.sleep(delay)
 
     # -- streams -------------------------------------------------------------------------------
 

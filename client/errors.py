@@ -13,7 +13,11 @@ The class is chosen from the gRPC status code and, when the gateway attached one
     │   └── MissingDependencies  the causal context names changes the gateway has not seen
     ├── OutOfRange
     │   └── HistoryCompacted     .oldest_version .resume_token (resync from a snapshot)
-    ├── ResourceExhausted        a gateway cap (subscribers, sessions) or a message-size limit
+    ├── ResourceExhausted        a gateway cap or a message-size limit; .retry_after_ms
+    │   ├── RateLimited          the caller's writes/s or bytes/s budget is spent
+    │   └── TooManyStreams       the caller or connection has too many open streams
+    ├── Unauthenticated          no token, or one that does not verify (expired, bad signature)
+    ├── PermissionDenied         the token's grants do not cover the node (or the actor)
     ├── Unavailable              .resume_token (retryable: gateway down or restarting)
     │   └── ShuttingDown         the gateway's graceful-shutdown status
     ├── DeadlineExceeded
@@ -50,9 +54,13 @@ __all__ = [
     "MissingDependencies",
     "NotFound",
     "OutOfRange",
+    "PermissionDenied",
+    "RateLimited",
     "ResourceExhausted",
     "SessionClosed",
     "ShuttingDown",
+    "TooManyStreams",
+    "Unauthenticated",
     "Unavailable",
     "VersionMismatch",
     "error_from_rpc",
@@ -140,7 +148,33 @@ class HistoryCompacted(OutOfRange):
 
 
 class ResourceExhausted(GatewayError):
-    """A gateway cap was reached, or a message exceeded a size limit."""
+    """A gateway cap was reached, or a message exceeded a size limit.
+
+    ``retry_after_ms``: when the gateway said trying again can succeed (0 = it did not say);
+    ``limit``: the limit's name (e.g. ``"writes_per_s"``, ``"max_streams_per_peer"``).
+    """
+
+    def __init__(self, message: str, **kw: Any):
+        super().__init__(message, **kw)
+        d = self.detail
+        self.retry_after_ms = d.retry_after_ms if d is not None else 0
+        self.limit = d.limit if d is not None else ""
+
+
+class RateLimited(ResourceExhausted):
+    """The caller's write rate limit (writes/s or bytes/s): retry after ``retry_after_ms``."""
+
+
+class TooManyStreams(ResourceExhausted):
+    """The caller (or its connection) has as many open streams as the gateway allows."""
+
+
+class Unauthenticated(GatewayError):
+    """The gateway needs a valid bearer token: none was sent, or it expired or does not verify."""
+
+
+class PermissionDenied(GatewayError):
+    """The token's grants do not cover this node (or the call named another actor)."""
 
 
 class Unavailable(GatewayError):
@@ -180,6 +214,8 @@ _BY_REASON: dict[str, type[GatewayError]] = {
     "MISSING_DEPENDENCIES": MissingDependencies,
     "HISTORY_COMPACTED": HistoryCompacted,
     "SHUTTING_DOWN": ShuttingDown,
+    "RATE_LIMITED": RateLimited,
+    "TOO_MANY_STREAMS": TooManyStreams,
 }
 
 _BY_CODE: dict[grpc.StatusCode, type[GatewayError]] = {
@@ -192,6 +228,8 @@ _BY_CODE: dict[grpc.StatusCode, type[GatewayError]] = {
     grpc.StatusCode.DEADLINE_EXCEEDED: DeadlineExceeded,
     grpc.StatusCode.CANCELLED: Cancelled,
     grpc.StatusCode.INTERNAL: Internal,
+    grpc.StatusCode.UNAUTHENTICATED: Unauthenticated,
+    grpc.StatusCode.PERMISSION_DENIED: PermissionDenied,
 }
 
 _CODE_BY_NUMBER: dict[int, grpc.StatusCode] = {c.value[0]: c for c in grpc.StatusCode}

@@ -297,7 +297,10 @@ class SessionErrorEvent:
 
 
 def error_for_session(msg: pb.SessionError) -> GatewayError:
-    """The typed error for a SessionError (which carries a code and message, no detail)."""
+    """The typed error for a SessionError (a code and message; a rate limit's retry hint)."""
+    if msg.retry_after_ms:  # only a rate limit sets it on a session message
+        detail = pb.ErrorDetail(reason="RATE_LIMITED", retry_after_ms=msg.retry_after_ms)
+        return error_from_status(msg.code, msg.message, detail)
     return error_from_status(msg.code, msg.message)
 
 

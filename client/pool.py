@@ -110,6 +110,7 @@ class ChannelPool:
         size: int = 2,
         options: Sequence[tuple[str, Any]] = (),
         compression: grpc.Compression | None = None,
+        credentials: grpc.ChannelCredentials | None = None,
     ):
         if size < 1:
             raise ValueError("pool size must be >= 1")
@@ -117,6 +118,8 @@ class ChannelPool:
         self.size = size
         self.options = list(options)
         self.compression = compression
+        #: TLS / token credentials (None: plaintext); see :mod:`.security`.
+        self.credentials = credentials
         self._endpoints: list[Endpoint] = []
         self._turn = itertools.count()
 
@@ -128,14 +131,16 @@ class ChannelPool:
         """Create the channels (they connect lazily, on first use)."""
         if self._endpoints:
             return
-        self._endpoints = [
-            Endpoint(
-                grpc.aio.insecure_channel(
-                    self.target, options=self.options, compression=self.compression
-                )
+        self._endpoints = [Endpoint(self._channel()) for _ in range(self.size)]
+
+    def _channel(self) -> grpc.aio.Channel:
+        if self.credentials is None:
+            return grpc.aio.insecure_channel(
+                self.target, options=self.options, compression=self.compression
             )
-            for _ in range(self.size)
-        ]
+        return grpc.aio.secure_channel(
+            self.target, self.credentials, options=self.options, compression=self.compression
+        )
 
     def next(self) -> Endpoint:
         """The next channel, round-robin."""

@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # The one test command: creates .venv (if missing), installs virtualdom with its test extras,
-# the Node packages (buf for proto lint, yjs for interop tests) and grpcurl (Go) for the
-# quick-start test, then runs ruff, mypy --strict and pytest. Extra arguments go to pytest.
+# the Node packages (buf for proto lint, yjs for interop tests) and grpcurl and
+# grpc-health-probe (Go) for the quick-start and operations tests, then runs ruff, mypy --strict
+# and pytest. Extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
-.venv/bin/python -m pip install -q -e '.[test]'
+.venv/bin/python -m pip install -q -e '.[test,otel]'
 for dir in proto tests/js; do
   if [ -f "$dir/package-lock.json" ]; then
     (cd "$dir" && npm ci --silent --no-audit --no-fund)
@@ -16,6 +17,9 @@ done
 mkdir -p .tools
 if [ ! -x .tools/grpcurl ] && command -v go >/dev/null 2>&1; then
   GOBIN="$PWD/.tools" go install github.com/fullstorydev/grpcurl/cmd/grpcurl@v1.9.3
+fi
+if [ ! -x .tools/grpc-health-probe ] && command -v go >/dev/null 2>&1; then
+  GOBIN="$PWD/.tools" go install github.com/grpc-ecosystem/grpc-health-probe@v0.4.62
 fi
 export PATH="$PWD/.tools:$PATH"
 .venv/bin/ruff check .

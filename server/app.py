@@ -26,9 +26,14 @@ from .config import GatewayConfig
 from .documents import Documents
 from .errors import BadRequest
 from .feed import ChangeFeed
+from .health import Health
+from .interceptors import SecurityInterceptor
+from .observability import Observability
+from .security import Security
 from .service import MemoryGateway
 from .sessions import SessionService
 from .store import SqliteStore
+from .tls import bind
 
 log = logging.getLogger("virtualdom.gateway")
 SERVICE = "virtualdom.v1.MemoryGateway"
@@ -88,6 +93,8 @@ class Gateway:
 
     def __init__(self, config: GatewayConfig):
         self.config = config
+        #: TLS, token verification, rate limits, stream caps (a bad setup raises here).
+        self.security = Security(config)
         self.feed = ChangeFeed(config.feed_capacity)
         self.store: SqliteStore | None = None
         self.documents: Documents | None = None
@@ -95,6 +102,9 @@ class Gateway:
         self.sessions: SessionService | None = None
         self.server: grpc.aio.Server | None = None
         self.port = 0
+        #: Access log, metrics, tracing; health and reflection services.
+        self.observability = Observability(config)
+        self.health: Health | None = None
 
     async def start(self) -> int:
         """Open the store, bind the address, start serving. Returns the bound port."""
@@ -105,6 +115,7 @@ class Gateway:
         self.documents.start()
         self.service = MemoryGateway(cfg, self.store, self.documents, self.feed)
         self.sessions = SessionService(cfg, self.documents, self.feed, self.service)
+        self.observability.start(self)
         options = [
             ("grpc.max_receive_message_length", cfg.max_message_bytes),
             ("grpc.max_send_message_length", cfg.max_message_bytes),
@@ -114,21 +125,30 @@ class Gateway:
             ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
         ]
         self.server = grpc.aio.server(
+            interceptors=self.observability.interceptors(SecurityInterceptor(self.security)),
             options=options,
             compression=grpc.Compression.Gzip if cfg.compression == "gzip" else None,
         )
         self.server.add_generic_rpc_handlers((method_handlers(self.service, self.sessions),))
-        self.port = self.server.add_insecure_port(cfg.address)
+        self.health = Health(self.server, reflection_enabled=cfg.reflection)
+        await self.health.not_serving()
+        self.port = bind(self.server, cfg.address, self.security.tls)
         if self.port == 0:
             raise OSError(f"could not bind {cfg.address}")
         await self.server.start()
+        await self.health.serving()
         host = cfg.address.rsplit(":", 1)[0]
-        log.info("listening on %s:%d, storing in %s", host, self.port, self.store.path)
+        log.info("listening on %s:%d (%s), storing in %s", host, self.port,
+                 self.security.summary, self.store.path)  # fmt: skip
         return self.port
 
     async def stop(self, grace: float = 10.0) -> None:
         """Stop accepting calls, end streams with a resumable status, finish in-flight writes,
         write snapshots and close the store."""
+        if self.health is not None:  # health checks say NOT_SERVING from here on
+            await self.health.shutting_down()
+            if self.config.shutdown_delay_s > 0:
+                await asyncio.sleep(self.config.shutdown_delay_s)
         if self.service is not None:
             self.service.shutdown.set()
         if self.sessions is not None:
@@ -139,6 +159,7 @@ class Gateway:
             await self.documents.close()
         if self.store is not None:
             await self.store.close()
+        await asyncio.to_thread(self.observability.close)
         log.info("stopped")
 
 

@@ -48,3 +48,55 @@ class GatewayConfig:
     compression: str = "gzip"
     #: Engine limits (document, diff, depth, string sizes).
     limits: Limits = field(default_factory=Limits)
+
+    # -- operations (README "Running in production"; server/observability.py, health.py) ------
+    #: Log level (DEBUG, INFO, WARNING, ERROR) and format: "text" or "json" (one object a line).
+    log_level: str = "INFO"
+    log_format: str = "text"
+    #: One access-log line per unary call and per stream end (virtualdom.access logger).
+    access_log: bool = True
+    #: host:port of the Prometheus /metrics endpoint ("" = none; port 0 = any free port).
+    metrics_address: str = ""
+    #: OpenTelemetry traces of RPCs: "none", "console" or "otlp" (OTEL_EXPORTER_OTLP_* env);
+    #: needs the "otel" extra.
+    tracing: str = "none"
+    #: Serve gRPC server reflection (grpcurl and similar tools work without the .proto files).
+    reflection: bool = True
+    #: On SIGTERM, report NOT_SERVING to health checks and keep serving this long before
+    #: stopping (lets load balancers stop sending new calls first).
+    shutdown_delay_s: float = 0.0
+
+    # -- security (docs/security.md) ----------------------------------------------------------
+    #: TLS: PEM certificate chain and private key files (both, or neither = plaintext). Both
+    #: are re-read when they change on disk (checked at each new connection's handshake).
+    tls_cert_file: str | None = None
+    tls_key_file: str | None = None
+    #: PEM CA bundle: set it to require client certificates signed by these CAs (mTLS).
+    tls_client_ca_file: str | None = None
+    #: JWT bearer tokens, verified with ONE of: an HS256 secret (>= 32 bytes), a PEM file of
+    #: RS256/ES256 public keys (or certificates), a JWKS file. None of them = no authentication.
+    auth_hs256_secret: str | None = None
+    auth_public_key_file: str | None = None
+    auth_jwks_file: str | None = None
+    #: Required `iss` / `aud` values (None = the claim is not checked; a token with an `aud`
+    #: is then refused, as pyjwt does).
+    auth_issuer: str | None = None
+    auth_audience: str | None = None
+    #: With a key configured: True = every call needs a valid token; False = calls WITHOUT a
+    #: token are served unrestricted (a roll-out mode; a token that is sent must still verify).
+    auth_required: bool = True
+    #: Clock skew tolerated on `exp` and `nbf`, in seconds.
+    auth_leeway_s: float = 5.0
+    #: The claim holding the grants ({"read": [prefixes], "write": [prefixes]}).
+    auth_grants_claim: str = "vdom"
+    #: Per-principal token buckets on writes (WriteDiff and session diffs/updates): writes per
+    #: second and diff/update bytes per second, each with a burst (0 = one second's worth).
+    #: 0 = unlimited. The principal is the token's `sub`, or the peer's address without auth.
+    rate_writes_per_s: float = 0.0
+    rate_writes_burst: float = 0.0
+    rate_bytes_per_s: float = 0.0
+    rate_bytes_burst: float = 0.0
+    #: Caps on concurrent streams (subscriptions + sessions) per principal and per connection
+    #: (0 = no cap).
+    max_streams_per_principal: int = 0
+    max_streams_per_peer: int = 0

@@ -48,6 +48,36 @@ class TooMany(GatewayError):
     """A cap (subscribers, sessions, ...) is reached."""
 
 
+class Exhausted(TooMany):
+    """A per-principal or per-connection limit: ``limit`` names it, ``allowed`` is its value,
+    ``actual`` what the call needed, ``retry_after_ms`` when trying again can succeed."""
+
+    def __init__(
+        self, message: str, *, limit: str, allowed: int, actual: int, retry_after_ms: int
+    ):
+        super().__init__(message)
+        self.limit = limit
+        self.allowed = allowed
+        self.actual = actual
+        self.retry_after_ms = retry_after_ms
+
+
+class RateLimited(Exhausted):
+    """A principal's token bucket (writes/s or bytes/s) is empty."""
+
+
+class TooManyStreams(Exhausted):
+    """A principal or a connection has as many concurrent streams as it may."""
+
+
+class Unauthenticated(GatewayError):
+    """No credentials, or credentials that do not verify (bad signature, expired, ...)."""
+
+
+class PermissionDenied(GatewayError):
+    """The caller's grants do not cover the node, or it named another actor than its own."""
+
+
 class Unavailable(GatewayError):
     """The gateway is shutting down or the store failed; retry later."""
 
@@ -85,7 +115,11 @@ _TABLE: list[tuple[type[BaseException], grpc.StatusCode, str]] = [
     (NotFound, grpc.StatusCode.NOT_FOUND, "NOT_FOUND"),
     (VersionMismatch, grpc.StatusCode.FAILED_PRECONDITION, "VERSION_MISMATCH"),
     (Compacted, grpc.StatusCode.OUT_OF_RANGE, "HISTORY_COMPACTED"),
+    (RateLimited, grpc.StatusCode.RESOURCE_EXHAUSTED, "RATE_LIMITED"),
+    (TooManyStreams, grpc.StatusCode.RESOURCE_EXHAUSTED, "TOO_MANY_STREAMS"),
     (TooMany, grpc.StatusCode.RESOURCE_EXHAUSTED, "TOO_MANY"),
+    (Unauthenticated, grpc.StatusCode.UNAUTHENTICATED, "UNAUTHENTICATED"),
+    (PermissionDenied, grpc.StatusCode.PERMISSION_DENIED, "PERMISSION_DENIED"),
     (ShuttingDown, grpc.StatusCode.UNAVAILABLE, "SHUTTING_DOWN"),
     (Unavailable, grpc.StatusCode.UNAVAILABLE, "UNAVAILABLE"),
 ]
@@ -105,6 +139,11 @@ def status_of(exc: BaseException) -> tuple[grpc.StatusCode, str, pb.ErrorDetail]
                 detail.resume_token = exc.resume_token
             elif isinstance(exc, VersionMismatch):
                 detail.version = exc.current
+            elif isinstance(exc, Exhausted):
+                detail.limit = exc.limit
+                detail.allowed = exc.allowed
+                detail.actual = exc.actual
+                detail.retry_after_ms = exc.retry_after_ms
             elif isinstance(exc, LimitExceeded):
                 detail.limit = exc.limit
                 detail.allowed = exc.allowed

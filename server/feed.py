@@ -95,6 +95,9 @@ class Follower:
     node_id: bytes | None
     prefix: bytes | None
     wake: asyncio.Event = field(default_factory=asyncio.Event)
+    #: The seq up to which this follower has taken every matching change (for the lag metric:
+    #: feed head minus position); updated by :meth:`ChangeFeed.read`.
+    position: int = 0
 
     def matches(self, node_id: bytes) -> bool:
         if self.node_id is not None:
@@ -143,6 +146,7 @@ class ChangeFeed:
 
     def read(self, after: int, follower: Follower, limit: int) -> list[Entry] | None:
         """Matching entries with seq > ``after``; None when ``after`` is older than the window."""
+        follower.position = after
         if after < self.window_start():
             return None
         i = bisect.bisect_right(self._seqs, after)
@@ -153,15 +157,24 @@ class ChangeFeed:
             if follower.matches(e.change.node_id):
                 out.append(e)
             i += 1
+        if not out:
+            follower.position = max(after, self.head)  # nothing more for it: caught up
         return out
 
     def follow(self, node_id: bytes | None, prefix: bytes | None) -> Follower:
-        f = Follower(node_id, prefix)
+        f = Follower(node_id, prefix, position=self.head)
         if node_id is not None:
             self._by_node.setdefault(node_id, set()).add(f)
         else:
             self._by_prefix.add(f)
         return f
+
+    def followers(self) -> list[Follower]:
+        """Every registered follower (a copy; safe to call from another thread)."""
+        out = list(self._by_prefix)
+        for group in list(self._by_node.values()):
+            out.extend(list(group))
+        return out
 
     def unfollow(self, f: Follower) -> None:
         if f.node_id is not None:

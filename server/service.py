@@ -23,6 +23,7 @@ from virtualdom.engine import Replica, validate_clock
 from virtualdom.engine.diff import parse_path
 from virtualdom.v1 import gateway_pb2 as pb
 
+from .auth import caller
 from .config import GatewayConfig
 from .documents import Call, Documents, Write, WriteResult
 from .errors import BadRequest, Compacted, NotFound, ShuttingDown, TooMany, status_of
@@ -121,6 +122,9 @@ class MemoryGateway:
         node_id = self.node_id(request.node_id)
         if not request.diff_bson:
             raise BadRequest("diff_bson is empty")
+        who = caller()  # the token's subject is the actor; grants and rate limits apply
+        actor = who.actor_for(request.actor)
+        who.require_write(node_id, len(request.diff_bson))
         request_id = request.request_id or request.metadata.get("request_id", "")
         if len(request_id) > 128:
             raise BadRequest("request_id is longer than 128 characters")
@@ -128,7 +132,7 @@ class MemoryGateway:
         write = Write(
             diff=request.diff_bson,
             context=context_clock,
-            actor=request.actor or "anonymous",
+            actor=actor,
             metadata=dict(request.metadata),
             request_id=request_id,
             expected_version=(
@@ -144,6 +148,7 @@ class MemoryGateway:
         self, request: pb.ReadSnapshotRequest, context: Any
     ) -> pb.ReadSnapshotResponse:
         node_id = self.node_id(request.node_id)
+        caller().require_read(node_id)  # any version: a past one is as secret as the latest
         version = request.version if request.HasField("version") else None
         path = parse_path(request.path, "path") if request.path else None
         include_state = request.include_state
@@ -177,6 +182,10 @@ class MemoryGateway:
         prefix = bytes(request.prefix) if target == "prefix" else None
         if prefix is not None and len(prefix) > self.config.max_node_id_bytes:
             raise BadRequest("prefix is longer than max_node_id_bytes")
+        if node_id is not None:
+            caller().require_read(node_id)
+        # A prefix wider than the caller's read grants: only the readable nodes are sent.
+        visible = caller().read_filter(prefix) if prefix is not None else None
         start = request.WhichOneof("start")
         heartbeat = (request.heartbeat_ms or self.config.heartbeat_ms) / 1000
         if request.heartbeat_ms and request.heartbeat_ms < 50:
@@ -193,6 +202,8 @@ class MemoryGateway:
                 nodes = (
                     [node_id] if node_id is not None else await self.store.node_ids(prefix or b"")
                 )
+                if visible is not None:
+                    nodes = [n for n in nodes if visible(n)]
                 for n in nodes:
                     try:
                         snaps.append(await self._snapshot_event(n))
@@ -227,7 +238,9 @@ class MemoryGateway:
                         0,
                         resume_token(oldest),
                     )
-            async for item in self._follow(follower, pos, skip, include_update, heartbeat):
+            async for item in self._follow(
+                follower, pos, skip, include_update, heartbeat, visible
+            ):
                 yield item
         finally:
             self.feed.unfollow(follower)
@@ -273,6 +286,7 @@ class MemoryGateway:
         skip: dict[bytes, int],
         include_update: bool,
         heartbeat: float,
+        visible: Callable[[bytes], bool] | None = None,
     ) -> AsyncIterator[Any]:
         limit = self.config.batch_events
         while not self.shutdown.is_set():
@@ -294,6 +308,8 @@ class MemoryGateway:
                     entries = [
                         e for e in entries if e.change.version > skip.get(e.change.node_id, 0)
                     ]
+                if visible is not None:  # after `last`: filtered-out changes still advance
+                    entries = [e for e in entries if visible(e.change.node_id)]
                 pos = last
                 if entries:
                     for message in self._messages(entries, include_update):

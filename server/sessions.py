@@ -25,6 +25,7 @@ import grpc
 from virtualdom.engine import Replica
 from virtualdom.v1 import gateway_pb2 as pb
 
+from .auth import caller
 from .config import GatewayConfig
 from .documents import Call, DocumentHost, Documents, Write, WriteResult
 from .errors import BadRequest, ShuttingDown, TooMany, status_of
@@ -141,16 +142,19 @@ class SessionService:
                     raise
                 except Exception as exc:
                     mapped = status_of(exc)
+                    retry_after_ms = 0
                     if mapped is None:
                         log.exception("session message failed")
                         code, message = grpc.StatusCode.INTERNAL, f"internal error: {exc!r}"
                     else:
-                        code, message, _ = mapped
+                        code, message, detail = mapped
+                        retry_after_ms = detail.retry_after_ms
                     node = getattr(getattr(msg, msg.WhichOneof("kind") or "join"), "node_id", b"")
                     await session.out.put(
                         pb.SessionUpdate(
                             error=pb.SessionError(
-                                seq=msg.seq, code=code.value[0], message=message, node_id=node
+                                seq=msg.seq, code=code.value[0], message=message, node_id=node,
+                                retry_after_ms=retry_after_ms,
                             )
                         )
                     )
@@ -173,6 +177,7 @@ class SessionService:
             m = self._member(session, msg.diff.node_id)
             if not msg.diff.diff_bson:
                 raise BadRequest("diff_bson is empty")
+            caller().require_write(m.node_id, len(msg.diff.diff_bson))  # joined = may read
             ctx = clock_of(msg.diff.vector_clock) if msg.diff.vector_clock.counters else None
             write = Write(diff=msg.diff.diff_bson, context=ctx, actor=m.actor, origin=m.member_id)
             await self._write(session, msg.seq, m, write)
@@ -180,6 +185,7 @@ class SessionService:
             m = self._member(session, msg.update.node_id)
             if not msg.update.update:
                 raise BadRequest("update is empty")
+            caller().require_write(m.node_id, len(msg.update.update))
             write = Write(update=msg.update.update, actor=m.actor, origin=m.member_id)
             await self._write(session, msg.seq, m, write)
         elif kind == "presence":
@@ -215,6 +221,9 @@ class SessionService:
 
     async def _join(self, session: Session, seq: int, join: pb.Join) -> None:
         node_id = self.gateway.node_id(join.node_id)
+        who = caller()  # joining reads the document; the member acts as the token's subject
+        who.require_read(node_id)
+        actor = who.actor_for(join.actor)
         if node_id in session.joined:
             raise BadRequest(f"already joined {node_id!r}")
         presence = _checked_presence(join.presence_bson)
@@ -229,7 +238,6 @@ class SessionService:
         update, sv, version, clock, snap, last_seq = await host.submit(Call(sync))
         if len(update) + len(snap) > _echo_budget(self.config):
             snap = b""  # too big beside the state: the client reads it with ReadSnapshot
-        actor = join.actor or "anonymous"
         m = Membership(session, node_id, f"{actor}#{uuid.uuid4().hex[:12]}", actor, presence)
         others = [o for o in host.members.values() if isinstance(o, Membership)]
         session.joined[node_id] = m

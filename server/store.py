@@ -181,6 +181,8 @@ class SqliteStore:
         self.commits = 0
         self.committed_changes = 0
         self.last_commit_seconds = 0.0
+        #: Called from the writer thread after each commit with (seconds, changes): metrics.
+        self.on_stats: Callable[[float, int], None] | None = None
         conn = self._connect()
         conn.executescript(SCHEMA)
         conn.close()
@@ -298,6 +300,9 @@ class SqliteStore:
             for _, _, loop, fut in batch:
                 loop.call_soon_threadsafe(_settle, fut, None, err)
             return
+        if self.on_stats is not None:
+            with contextlib.suppress(Exception):  # metrics must never fail a durable commit
+                self.on_stats(self.last_commit_seconds, n)
         committed: list[StoredChange] = [
             c
             for kind, payload, _, _ in batch

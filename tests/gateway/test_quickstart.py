@@ -56,6 +56,8 @@ def test_grpcurl_quick_start(tmp_path):
             cwd=ROOT, env=env, capture_output=True, text=True, timeout=60, check=False,
         )  # fmt: skip
         assert out.returncode == 0, out.stderr
+        # `grpcurl list` works through server reflection (no .proto files).
+        assert "virtualdom.v1.MemoryGateway" in out.stdout.split()
         docs = [json.loads(d) for d in re.findall(r"^\{.*?^\}", out.stdout, re.S | re.M)]
         write, read, stream = docs
         assert write["success"] is True and write["newVersion"] == "1"

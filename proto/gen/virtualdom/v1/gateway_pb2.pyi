@@ -306,29 +306,33 @@ class MemberEvent(_message.Message):
     def __init__(self, node_id: _Optional[bytes] = ..., member_id: _Optional[str] = ..., actor: _Optional[str] = ..., joined: _Optional[bool] = ...) -> None: ...
 
 class SessionError(_message.Message):
-    __slots__ = ("seq", "code", "message", "node_id")
+    __slots__ = ("seq", "code", "message", "node_id", "retry_after_ms")
     SEQ_FIELD_NUMBER: _ClassVar[int]
     CODE_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    RETRY_AFTER_MS_FIELD_NUMBER: _ClassVar[int]
     seq: int
     code: int
     message: str
     node_id: bytes
-    def __init__(self, seq: _Optional[int] = ..., code: _Optional[int] = ..., message: _Optional[str] = ..., node_id: _Optional[bytes] = ...) -> None: ...
+    retry_after_ms: int
+    def __init__(self, seq: _Optional[int] = ..., code: _Optional[int] = ..., message: _Optional[str] = ..., node_id: _Optional[bytes] = ..., retry_after_ms: _Optional[int] = ...) -> None: ...
 
 class ErrorDetail(_message.Message):
-    __slots__ = ("reason", "version", "resume_token", "limit", "allowed", "actual")
+    __slots__ = ("reason", "version", "resume_token", "limit", "allowed", "actual", "retry_after_ms")
     REASON_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     RESUME_TOKEN_FIELD_NUMBER: _ClassVar[int]
     LIMIT_FIELD_NUMBER: _ClassVar[int]
     ALLOWED_FIELD_NUMBER: _ClassVar[int]
     ACTUAL_FIELD_NUMBER: _ClassVar[int]
+    RETRY_AFTER_MS_FIELD_NUMBER: _ClassVar[int]
     reason: str
     version: int
     resume_token: bytes
     limit: str
     allowed: int
     actual: int
-    def __init__(self, reason: _Optional[str] = ..., version: _Optional[int] = ..., resume_token: _Optional[bytes] = ..., limit: _Optional[str] = ..., allowed: _Optional[int] = ..., actual: _Optional[int] = ...) -> None: ...
+    retry_after_ms: int
+    def __init__(self, reason: _Optional[str] = ..., version: _Optional[int] = ..., resume_token: _Optional[bytes] = ..., limit: _Optional[str] = ..., allowed: _Optional[int] = ..., actual: _Optional[int] = ..., retry_after_ms: _Optional[int] = ...) -> None: ...

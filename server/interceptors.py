@@ -1,0 +1,114 @@
+"""The security interceptor: authenticates every MemoryGateway call once, caps its streams.
+
+For each call of the MemoryGateway service it wraps the method's behaviour so that, before the
+handler runs:
+
+1. the caller is authenticated from the call's metadata and peer (:meth:`Security.authenticate`:
+   the bearer token is verified once) and stored in the :func:`~.auth.caller` context variable,
+   which the handlers (and the tasks they start) read to authorize each node id they touch;
+2. a streaming call takes a slot of its principal and of its connection (released when the
+   stream ends).
+
+A failure aborts the call through the one error table (:func:`~.service.abort_for`):
+UNAUTHENTICATED or RESOURCE_EXHAUSTED with an ErrorDetail. Other services (health, reflection)
+pass through untouched.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+import grpc
+
+from .auth import Caller, current_caller
+from .errors import GatewayError
+from .security import Security
+from .service import abort_for
+
+__all__ = ["SecurityInterceptor"]
+
+SERVICE_PREFIX = "/virtualdom.v1.MemoryGateway/"
+
+
+if TYPE_CHECKING:  # generic in grpc-stubs only
+    _Interceptor = grpc.aio.ServerInterceptor[Any, Any]
+else:
+    _Interceptor = grpc.aio.ServerInterceptor
+
+
+class SecurityInterceptor(_Interceptor):
+    def __init__(self, security: Security, prefix: str = SERVICE_PREFIX):
+        self.security = security
+        self.prefix = prefix
+
+    async def intercept_service(
+        self,
+        continuation: Callable[
+            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any]]
+        ],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler[Any, Any]:
+        handler = await continuation(handler_call_details)
+        # (grpc-stubs type the behaviours as sync functions; the aio server's are async.)
+        behaviours: Any = handler
+        if handler is None or not handler_call_details.method.startswith(self.prefix):
+            return handler
+        kw = {
+            "request_deserializer": handler.request_deserializer,
+            "response_serializer": handler.response_serializer,
+        }
+        if behaviours.unary_unary is not None:
+            return grpc.unary_unary_rpc_method_handler(self._unary(behaviours.unary_unary), **kw)
+        if behaviours.unary_stream is not None:
+            return grpc.unary_stream_rpc_method_handler(self._stream(behaviours.unary_stream), **kw)
+        if behaviours.stream_stream is not None:
+            return grpc.stream_stream_rpc_method_handler(
+                self._stream(behaviours.stream_stream), **kw
+            )
+        if behaviours.stream_unary is not None:
+            return grpc.stream_unary_rpc_method_handler(self._unary(behaviours.stream_unary), **kw)
+        return handler
+
+    async def _authenticate(self, context: grpc.aio.ServicerContext[Any, Any]) -> Caller:
+        try:
+            return self.security.authenticate(
+                context.invocation_metadata() or (), context.peer() or ""
+            )
+        except Exception as exc:  # a GatewayError has its status; anything else is INTERNAL
+            await abort_for(context, exc)
+            raise  # abort_for raised already; this keeps the type checker informed
+
+    def _unary(self, behaviour: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+        async def unary(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+            who = await self._authenticate(context)
+            token = current_caller().set(who)
+            try:
+                return await behaviour(request, context)
+            finally:
+                current_caller().reset(token)
+
+        return unary
+
+    def _stream(
+        self, behaviour: Callable[..., AsyncGenerator[Any, None]]
+    ) -> Callable[..., AsyncIterator[Any]]:
+        async def stream(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+            who = await self._authenticate(context)
+            try:
+                release = self.security.slots.acquire(who.key, who.peer)
+            except GatewayError as exc:
+                await abort_for(context, exc)
+                raise
+            # Each call runs in a task of its own: the variable needs no reset (an async
+            # generator may be closed from another context, where reset would fail).
+            current_caller().set(who)
+            try:
+                async with contextlib.aclosing(behaviour(request, context)) as items:
+                    async for item in items:
+                        yield item
+            finally:
+                release()
+
+        return stream

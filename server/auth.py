@@ -105,6 +105,20 @@ class Caller:
     subject: str | None = None
     grants: Grants | None = None
     limiter: RateLimiter | None = None
+    #: When the token stops being valid (Unix seconds, leeway included); None: no token.
+    expires_at: float | None = None
+
+    def check_live(self, now: float | None = None) -> None:
+        """Streams outlive the call that checked the token: they re-check it as they go."""
+        if self.expires_at is not None and (now or time.time()) > self.expires_at:
+            raise Unauthenticated(
+                "the token expired while the stream was open; reconnect with a fresh token"
+            )
+
+    def seconds_left(self, now: float | None = None) -> float | None:
+        if self.expires_at is None:
+            return None
+        return max(0.0, self.expires_at - (now or time.time()))
 
     def require_read(self, node_id: bytes) -> None:
         if self.grants is not None and not self.grants.can_read(node_id):

@@ -52,9 +52,7 @@ class Exhausted(TooMany):
     """A per-principal or per-connection limit: ``limit`` names it, ``allowed`` is its value,
     ``actual`` what the call needed, ``retry_after_ms`` when trying again can succeed."""
 
-    def __init__(
-        self, message: str, *, limit: str, allowed: int, actual: int, retry_after_ms: int
-    ):
+    def __init__(self, message: str, *, limit: str, allowed: int, actual: int, retry_after_ms: int):
         super().__init__(message)
         self.limit = limit
         self.allowed = allowed

@@ -673,9 +673,9 @@ class Metrics:
     def serve(self, address: str) -> int:
         """Serve ``/metrics`` over HTTP on ``address`` (port 0: any); returns the bound port."""
         host, port = split_address(address)
-        family = socket.getaddrinfo(
-            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-        )[0][0]
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[
+            0
+        ][0]
         server_class = type("_MetricsServer", (_HTTPServer,), {"address_family": family})
         self._http = make_server(
             host, port, make_wsgi_app(self.registry), server_class, handler_class=_QuietHandler

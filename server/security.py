@@ -95,6 +95,7 @@ class Security:
             subject=identity.subject,
             grants=identity.grants,
             limiter=limiter,
+            expires_at=identity.expires_at + self.config.auth_leeway_s,
         )
 
 

@@ -238,9 +238,7 @@ class MemoryGateway:
                         0,
                         resume_token(oldest),
                     )
-            async for item in self._follow(
-                follower, pos, skip, include_update, heartbeat, visible
-            ):
+            async for item in self._follow(follower, pos, skip, include_update, heartbeat, visible):
                 yield item
         finally:
             self.feed.unfollow(follower)
@@ -289,7 +287,9 @@ class MemoryGateway:
         visible: Callable[[bytes], bool] | None = None,
     ) -> AsyncIterator[Any]:
         limit = self.config.batch_events
+        who = caller()
         while not self.shutdown.is_set():
+            who.check_live()
             follower.wake.clear()
             head = self.feed.head
             entries = self.feed.read(pos, follower, limit)
@@ -317,11 +317,15 @@ class MemoryGateway:
                 continue
             wake = asyncio.ensure_future(follower.wake.wait())
             stop = asyncio.ensure_future(self.shutdown.wait())
+            left = who.seconds_left()
+            timeout = heartbeat if left is None else min(heartbeat, left + 0.001)
             done, _ = await asyncio.wait(
-                {wake, stop}, timeout=heartbeat, return_when="FIRST_COMPLETED"
+                {wake, stop}, timeout=timeout, return_when="FIRST_COMPLETED"
             )
             wake.cancel()
             stop.cancel()
+            if not done and left is not None and left < heartbeat:
+                continue  # woken for the token's expiry: the loop's check ends the stream
             if not done:
                 yield pb.ChangeEvent(
                     progress=pb.Progress(

@@ -28,9 +28,9 @@ from virtualdom.v1 import gateway_pb2 as pb
 from .auth import caller
 from .config import GatewayConfig
 from .documents import Call, DocumentHost, Documents, Write, WriteResult
-from .errors import BadRequest, ShuttingDown, TooMany, status_of
+from .errors import BadRequest, ShuttingDown, TooMany, Unauthenticated, status_of
 from .feed import ChangeFeed, Entry, clock_pb
-from .service import MemoryGateway, _echo_budget, clock_of
+from .service import MemoryGateway, _echo_budget, abort_for, clock_of
 
 log = logging.getLogger("virtualdom.sessions")
 
@@ -96,15 +96,25 @@ class SessionService:
         reader = asyncio.get_running_loop().create_task(self._read(session, requests))
         sweeper = asyncio.get_running_loop().create_task(self._sweep(session))
         stop = asyncio.get_running_loop().create_task(self.shutdown.wait())
+        who = caller()
         try:
             while True:
                 get = asyncio.ensure_future(session.out.get())
-                done, _ = await asyncio.wait({get, stop}, return_when="FIRST_COMPLETED")
+                done, _ = await asyncio.wait(
+                    {get, stop}, timeout=who.seconds_left(), return_when="FIRST_COMPLETED"
+                )
                 if get not in done:
                     get.cancel()
-                    err = ShuttingDown("the gateway is shutting down; rejoin to resume", b"")
-                    from .service import abort_for
-
+                    err: Exception = ShuttingDown(
+                        "the gateway is shutting down; rejoin to resume", b""
+                    )
+                    if not done:  # the token expired: the session ends, the member rejoins
+                        try:
+                            who.check_live()
+                        except Unauthenticated as exc:
+                            err = exc
+                        else:
+                            continue
                     await abort_for(context, err)
                     return
                 item = get.result()
@@ -153,7 +163,10 @@ class SessionService:
                     await session.out.put(
                         pb.SessionUpdate(
                             error=pb.SessionError(
-                                seq=msg.seq, code=code.value[0], message=message, node_id=node,
+                                seq=msg.seq,
+                                code=code.value[0],
+                                message=message,
+                                node_id=node,
                                 retry_after_ms=retry_after_ms,
                             )
                         )

@@ -195,9 +195,7 @@ def _type_name(tp: Any) -> str:
     base, optional = _unwrap(tp)
     item = _item_type(base)
     name = f"list of {_type_name(item)}" if item is not None else getattr(base, "__name__", "?")
-    name = {"str": "string", "int": "integer", "float": "number", "bool": "boolean"}.get(
-        name, name
-    )
+    name = {"str": "string", "int": "integer", "float": "number", "bool": "boolean"}.get(name, name)
     return f"{name} or none" if optional else name
 
 

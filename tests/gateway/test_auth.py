@@ -514,3 +514,32 @@ async def test_concurrent_callers_do_not_mix(tmp_path: Any) -> None:
             *[read_latest(stub, denied if i % 2 else allowed) for i in range(40)]
         )
         assert results == [DENIED if i % 2 else "OK" for i in range(40)]
+
+
+@async_test()
+async def test_streams_end_when_their_token_expires(tmp_path: Any) -> None:
+    """A stream outlives the call that checked its token: it must end, UNAUTHENTICATED, once
+    the token expires (the client reconnects with a fresh one), not keep serving."""
+    async with secured(tmp_path, auth_leeway_s=0) as (_gw, stub):
+        await stub.WriteDiff(
+            pb.WriteDiffRequest(node_id=b"a/exp", diff_bson=diff(set_("v", 0))),
+            metadata=admin(), timeout=STEP,
+        )  # fmt: skip
+        md = bearer(hs256(claims("alice", ["a/"], ["a/"], ttl=1.5)))
+        sub = stub.SubscribeChanges(
+            pb.SubscribeRequest(node_id=b"a/exp", from_version=0, heartbeat_ms=60_000),
+            metadata=md,
+        )
+        first = await next_message(sub)
+        assert [c.version for c in first.changes] == [1]
+        session = stub.CollaborativeSession(metadata=md)
+        await session.write(pb.SessionMessage(seq=1, join=pb.Join(node_id=b"a/exp")))
+        joined = await asyncio.wait_for(session.read(), STEP)
+        assert joined.WhichOneof("kind") == "joined"
+        for call in (sub, session):
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                while True:  # nothing else arrives before the token expires
+                    msg = await asyncio.wait_for(call.read(), STEP + 5)
+                    assert msg is not grpc.aio.EOF
+            assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
+            assert "expired" in (info.value.details() or "")

@@ -98,12 +98,13 @@ def parse_diff(doc: dict[str, Any], max_ops: int) -> ParsedDiff:
     return ParsedDiff([parse_op(o, i) for i, o in enumerate(raw)])
 
 
-def _int(v: Any, what: str, minimum: int = 0) -> int:
+def _int(v: Any, where: str, field: str, minimum: int = 0) -> int:
+    # The message names "{where}.{field}"; it is formatted only on error (parsing is per edit).
     if type(v) not in (int, Int64):
-        raise MalformedDiff(f"{what} must be an integer, got {type(v).__name__}")
+        raise MalformedDiff(f"{where}.{field} must be an integer, got {type(v).__name__}")
     n = int(v)
     if n < minimum:
-        raise MalformedDiff(f"{what} must be >= {minimum}, got {n}")
+        raise MalformedDiff(f"{where}.{field} must be >= {minimum}, got {n}")
     return n
 
 
@@ -112,8 +113,8 @@ def parse_path(v: Any, where: str) -> Path:
     if isinstance(v, str):
         if v == "":
             raise MalformedDiff(f"{where}: empty path")
-        parts: list[str | int] = list(v.split("."))
-        if any(p == "" for p in parts):
+        parts = v.split(".")
+        if "" in parts:
             raise MalformedDiff(f"{where}: empty segment in path {v!r}")
         return tuple(parts)
     if isinstance(v, list):
@@ -153,18 +154,18 @@ def parse_op(o: Any, i: int) -> Op:
         case "set":
             op.value = o["value"]
             if "at" in o:
-                op.at = _int(o["at"], f"{where}.at")
+                op.at = _int(o["at"], where, "at")
         case "insert":
-            op.index = _int(o["index"], f"{where}.index")
+            op.index = _int(o["index"], where, "index")
             if not isinstance(o["values"], list):
                 raise MalformedDiff(f"{where}.values must be an array")
             op.values = o["values"]
         case "delete":
-            op.index = _int(o["index"], f"{where}.index")
-            op.count = _int(o["count"], f"{where}.count")
+            op.index = _int(o["index"], where, "index")
+            op.count = _int(o["count"], where, "count")
         case "splice":
-            op.index = _int(o["index"], f"{where}.index")
-            op.count = _int(o.get("delete", 0), f"{where}.delete")
+            op.index = _int(o["index"], where, "index")
+            op.count = _int(o.get("delete", 0), where, "delete")
             text = o.get("insert", "")
             if not isinstance(text, str):
                 raise MalformedDiff(f"{where}.insert must be a string")

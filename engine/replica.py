@@ -58,6 +58,8 @@ from .values import (
     to_crdt,
 )
 
+#: Shared types the layout uses: Y.Array (0), Y.Map (1), Y.Text (2).
+_LAYOUT_TYPES = frozenset({0, 1, 2})
 #: Name of the root map holding the document, and of the root map of actor counters.
 ROOT = "doc"
 ACTORS = "actors"
@@ -232,7 +234,7 @@ class Replica:
                     "the update depends on changes this replica has not seen",
                     self._missing(info),
                 )
-            changes = self._merge_ready(parsed.update)
+            changes = self._merge_ready(parsed.update, info)
             return changes[-1] if changes else None
         ops = parsed.ops
         if context is not None:
@@ -249,7 +251,7 @@ class Replica:
         if not yupdate.ready(info, self._state()):
             self._pending[update] = info
             return []
-        return self._merge_ready(update)
+        return self._merge_ready(update, info)
 
     def compact(self, *, keep_last: int | None = None, before: int | None = None) -> int:
         """Forget history older than the last ``keep_last`` versions, or older than version
@@ -277,6 +279,7 @@ class Replica:
         if plan.structural:
             self._text_node = None
         self._count += 1
+        self._clock = None
         with self._doc.transaction(origin="local"):
             for action in plan.actions:
                 action()
@@ -286,9 +289,11 @@ class Replica:
             if not self._registered or not plan.inserts:
                 self._actors[self.actor] = self._count
                 self._registered = True
+            # The new clock, read before the commit (which adds no struct, so the state vector
+            # is final): one pycrdt transaction less per change.
+            self._clock = self._read_clock()
         self._snapshot = None
         self._size = plan.size
-        self._clock = None
         return self._record(plan.effective, self.actor)
 
     def _record(self, ops: list[Op], actor: str) -> Change:
@@ -304,9 +309,16 @@ class Replica:
 
     def _decode_update(self, update: bytes) -> yupdate.UpdateInfo:
         try:
-            return yupdate.decode_update(update)
+            info = yupdate.decode_update(update)
         except yupdate.UpdateFormatError as exc:
             raise MalformedUpdate(f"not a Yjs v1 update: {exc}") from None
+        if info.type_refs - _LAYOUT_TYPES:
+            # XML types have no BSON meaning in the layout; refuse them before applying.
+            raise MalformedUpdate(
+                "the update creates XML types (Y.XmlElement/XmlFragment/XmlText/XmlHook),"
+                " which the document layout does not use"
+            )
+        return info
 
     def _state(self) -> dict[int, int]:
         return yupdate.decode_state_vector(self._doc.get_state())
@@ -324,9 +336,9 @@ class Replica:
                 self._names[client_id_for(name)] = name
         return self._names.get(client, f"{ANONYMOUS}{client}")
 
-    def _merge_ready(self, update: bytes) -> list[Change]:
+    def _merge_ready(self, update: bytes, info: yupdate.UpdateInfo) -> list[Change]:
         changes = []
-        change = self._merge_one(update)
+        change = self._merge_one(update, info)
         if change is not None:
             changes.append(change)
         # Each applied update may unblock buffered ones; loop until none is ready.
@@ -334,17 +346,17 @@ class Replica:
         while progress and self._pending:
             progress = False
             state = self._state()
-            for upd, info in list(self._pending.items()):
-                if yupdate.ready(info, state):
+            for upd, upd_info in list(self._pending.items()):
+                if yupdate.ready(upd_info, state):
                     del self._pending[upd]
-                    change = self._merge_one(upd)
+                    change = self._merge_one(upd, upd_info)
                     if change is not None:
                         changes.append(change)
                     progress = True
                     break
         return changes
 
-    def _merge_one(self, update: bytes) -> Change | None:
+    def _merge_one(self, update: bytes, info: yupdate.UpdateInfo) -> Change | None:
         self._text_node = None
         before = self._doc.get_state()
         collected: list[Any] = []
@@ -357,14 +369,16 @@ class Replica:
             self._root.unobserve(sub)
         if self._doc.get_state() == before and not collected:
             return None
-        ops = _EventApplier(self).apply(collected)
+        # One (empty) transaction around the reads: each pycrdt read otherwise opens its own.
+        with self._doc.transaction():
+            ops = _EventApplier(self).apply(collected)
         self._snapshot = None
         self._clock = None
-        actor = self._author(update)
+        actor = self._author(info)
         return self._record(ops, actor)
 
-    def _author(self, update: bytes) -> str:
-        info = yupdate.decode_update(update)
+    def _author(self, info: yupdate.UpdateInfo) -> str:
+        """The first client of an update (``info``, decoded once by merge or apply_diff)."""
         clients = sorted(info.ranges) or sorted(info.delete_set)
         return self._name(clients[0]) if clients else ""
 

@@ -28,12 +28,19 @@ def transform_ops(ops: list[Op], later: list[Op]) -> list[Op]:
     theirs = list(later)
     for op in ops:
         mine = [op]
+        # Their ops, seen from after this op (the next op of ours was made after this one). Each
+        # of theirs moves over this op as it stood next to it: rebased over the ones before, not
+        # over all of them (an insert moved past a deletion would otherwise shift the deletion
+        # of an element it no longer precedes, and drop a later op of ours aimed at it).
+        after_mine: list[Op] = []
         for b in theirs:
+            moved = [b]
+            for a in mine:
+                moved = [t for m in moved for t in transform(m, a, a_first=False)]
+            after_mine.extend(moved)
             mine = [t for a in mine for t in transform(a, b, a_first=True)]
         out.extend(mine)
-        # Their ops, seen from after this op: the next op of ours was made after this one.
-        for a in mine:
-            theirs = [t for b in theirs for t in transform(b, a, a_first=False)]
+        theirs = after_mine
     return out
 
 

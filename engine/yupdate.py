@@ -27,7 +27,7 @@ read inline, and references to a section's own client are matched as raw bytes.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 __all__ = [
     "UpdateFormatError",
@@ -63,6 +63,9 @@ _GC_OR_SKIP = frozenset((_GC, _SKIP))
 # cannot create hooks, so the yjs reading is the one that matters for interoperability.
 _NAMED_TYPE_REFS = frozenset((3, 5))  # YXmlElement, YXmlHook
 _MAX_TYPE_REF = 6
+#: Deepest nesting of a plain (Any) value accepted: beyond BSON's practical depth, and deep
+#: enough nesting would make readers of the value recurse past Python's limit.
+MAX_ANY_DEPTH = 200
 
 # Tags of lib0 `readAny`.  Tags that carry no payload are grouped so that the skip loop
 # can test them with one set lookup.
@@ -121,6 +124,8 @@ class UpdateInfo:
     ranges: dict[int, tuple[int, int]]
     dependencies: dict[int, int]
     delete_set: dict[int, list[tuple[int, int]]]
+    #: The shared-type references the update creates (0 Array, 1 Map, 2 Text, 3-6 XML types).
+    type_refs: frozenset[int] = field(default=frozenset(), compare=False)
 
     def is_empty(self) -> bool:
         """True when the update carries no structs and deletes nothing."""
@@ -273,6 +278,9 @@ def _skip_any(data: bytes, pos: int, n: int, count: int) -> int:
                 length, pos = _varuint_tail(data, pos, length)
             if length:
                 stack.append([length, int(tag == _ANY_OBJECT)])
+                if len(stack) > MAX_ANY_DEPTH:
+                    # Nothing BSON can hold nests this deep; readers recurse on it.
+                    raise UpdateFormatError(f"Any value nested deeper than {MAX_ANY_DEPTH}", pos)
         else:
             raise UpdateFormatError(f"unknown Any tag {tag}", pos - 1)
     return pos
@@ -309,6 +317,7 @@ def _decode_update(data: bytes) -> UpdateInfo:
     tail = _varuint_tail
     skip_string = _skip_string
     skip_any = _skip_any
+    type_refs: set[int] = set()
     gc_or_skip = _GC_OR_SKIP
     startswith = data.startswith
     ref_counts = _REF_COUNTS
@@ -497,6 +506,7 @@ def _decode_update(data: bytes) -> UpdateInfo:
                     pos += 1
                     if type_ref > 127:
                         type_ref, pos = tail(data, pos, type_ref)
+                    type_refs.add(type_ref)
                     if type_ref in _NAMED_TYPE_REFS:
                         pos = skip_string(data, pos, n)
                     elif type_ref > _MAX_TYPE_REF:
@@ -607,7 +617,12 @@ def _decode_update(data: bytes) -> UpdateInfo:
             if needed > dependencies.get(client, 0):
                 dependencies[client] = needed
 
-    return UpdateInfo(ranges=ranges, dependencies=dependencies, delete_set=delete_set)
+    return UpdateInfo(
+        ranges=ranges,
+        dependencies=dependencies,
+        delete_set=delete_set,
+        type_refs=frozenset(type_refs),
+    )
 
 
 def ready(info: UpdateInfo, state: dict[int, int]) -> bool:

@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 from pycrdt import Array, Doc, Map, Text, XmlElement, XmlFragment, XmlText
 
 from virtualdom.engine.yupdate import (
+    MAX_ANY_DEPTH,
     UpdateFormatError,
     UpdateInfo,
     decode_state_vector,
@@ -707,10 +708,13 @@ def test_large_client_ids_and_clocks() -> None:
 
 
 def test_deeply_nested_any_does_not_recurse() -> None:
-    depth = 100_000
-    value = b"\x75\x01" * depth + b"\x7e"
-    info = decode_update(update([(1, 0, [any_item(value)])]))
+    # Up to the cap, nesting decodes (without recursion); past it, it is refused cleanly.
+    ok = b"\x75\x01" * (MAX_ANY_DEPTH - 1) + b"\x7e"
+    info = decode_update(update([(1, 0, [any_item(ok)])]))
     assert info.ranges == {1: (0, 1)}
+    value = b"\x75\x01" * 100_000 + b"\x7e"
+    with pytest.raises(UpdateFormatError, match="nested deeper"):
+        decode_update(update([(1, 0, [any_item(value)])]))
 
 
 @pytest.mark.parametrize(

@@ -16,6 +16,7 @@ CRDT after every step.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -241,7 +242,9 @@ class Replica:
             base = self._context_version(context)
             if base < self.version:
                 ops = transform_ops(ops, self._history.ops_since(base))
-        return self._apply_local(ops)
+        # A NaN double ends in byte 0x7f or 0xff (little-endian): only then can a value hold a
+        # NaN payload that effective ops must canonicalise like the mirror does.
+        return self._apply_local(ops, b"\x7f" in diff or b"\xff" in diff)
 
     def merge(self, update: bytes) -> list[Change]:
         """Merge a remote update. Out-of-order updates wait until their dependencies arrive;
@@ -265,8 +268,10 @@ class Replica:
 
     # -- internals: local diffs ------------------------------------------------------------------
 
-    def _apply_local(self, ops: list[Op]) -> Change | None:
+    def _apply_local(self, ops: list[Op], maybe_nan: bool = False) -> Change | None:
         plan = _Plan(self)
+        if maybe_nan:
+            ops = [_canonical_nans(op) for op in ops]
         try:
             for i, op in enumerate(ops):
                 plan.add(op, i)
@@ -715,7 +720,9 @@ class _Plan:
             )
         if not count and not text:
             return
-        new = s[:index] + text + s[index + count :]
+        # One join copies the text twice (slices, result); a + b + c copies it up to three times,
+        # and on a long text that copy is most of the planning time.
+        new = "".join((s[:index], text, s[index + count :]))
         lim = self.r.limits
         lim.check("max_string_chars", lim.max_string_chars, len(new), "string length")
         self.size += len(text.encode()) if not text.isascii() else len(text)
@@ -810,6 +817,16 @@ class _Plan:
 
         self.actions.append(act)
         self.effective.append(Op("replace", (), value))
+
+
+def _canonical_nans(op: Op) -> Op:
+    """The op with every NaN double in its values made the canonical NaN (as the mirror and the
+    CRDT hold it), so effective ops reproduce the snapshot byte for byte."""
+    if op.op in ("set", "replace"):
+        op = dataclasses.replace(op, value=_plain(clean(op.value)))
+    elif op.op == "insert":
+        op = dataclasses.replace(op, values=[_plain(clean(v)) for v in op.values])
+    return op
 
 
 def _order_at(node: DocNode, key: str, at: int) -> float:

@@ -27,7 +27,7 @@ import bson
 from bson import json_util
 from bson.code import Code
 from bson.codec_options import CodecOptions, DatetimeConversion
-from bson.dbref import DBRef
+from bson.raw_bson import RawBSONDocument
 from bson.errors import BSONError
 from bson.int64 import Int64
 from bson.json_util import JSONMode, JSONOptions
@@ -109,7 +109,12 @@ def decode_document(data: bytes) -> dict[str, Any]:
     symbol, DBPointer), duplicate keys and non-canonical encodings, all in C.
     """
     try:
-        doc: dict[str, Any] = bson.decode(data, CODEC)
+        if b"$ref\x00" in data:
+            # pymongo turns any sub-document with $ref and $id into a DBRef, which re-encodes
+            # with those keys first: read such documents field by field instead.
+            doc: dict[str, Any] = _plain_raw(bson.decode(data, _RAW))
+        else:
+            doc = bson.decode(data, CODEC)
         again = bson.encode(doc, codec_options=CODEC)
     except (BSONError, ValueError, OverflowError) as exc:
         raise MalformedBSON(f"malformed BSON: {exc}") from None
@@ -118,21 +123,22 @@ def decode_document(data: bytes) -> dict[str, Any]:
             "BSON does not round-trip: it holds a deprecated type (undefined, symbol, DBPointer),"
             " a duplicate key or a non-canonical encoding"
         )
-    if b"$ref\x00" in data:
-        doc = _undbref(doc)
     return doc
 
 
-def _undbref(value: Any) -> Any:
-    """pymongo decodes an embedded document starting ``$ref``, ``$id`` as a ``DBRef`` object;
-    to the engine it is a plain document (same bytes, same field order), as every replica that
-    reads it back from the CRDT sees it."""
-    if isinstance(value, DBRef):
-        value = value.as_doc()
-    if isinstance(value, dict):
-        return {k: _undbref(v) for k, v in value.items()}
+_RAW = CodecOptions(
+    document_class=RawBSONDocument, datetime_conversion=DatetimeConversion.DATETIME_MS
+)
+
+
+def _plain_raw(value: Any) -> Any:
+    """Raw documents (lazily decoded, never DBRefs) to plain dicts, keeping field order."""
+    if isinstance(value, RawBSONDocument):
+        return {k: _plain_raw(v) for k, v in value.items()}
     if isinstance(value, list):
-        return [_undbref(v) for v in value]
+        return [_plain_raw(v) for v in value]
+    if isinstance(value, Code) and value.scope is not None:
+        return Code(str(value), _plain_raw(value.scope))
     return value
 
 
@@ -151,7 +157,7 @@ def to_crdt(value: Any, depth: int, max_depth: int) -> Any:
     if t is str:
         return Text(value)
     if t is float:
-        return value
+        return value if value == value else math.nan  # one NaN everywhere (see clean)
     if t is bool or value is None:
         return value
     if t is int:
@@ -193,14 +199,14 @@ def doc_entries(
 def ejson_leaf(value: Any) -> Any:
     """Canonical Extended JSON of a leaf that has no native CRDT form, as plain maps.
 
-    Code with scope is the one leaf holding a document, whose field order a plain Yjs map would
-    lose: it is kept as Extended JSON text under ``$ejson`` instead.
+    Code with scope is the one leaf holding a document: a plain Yjs map would lose its field
+    order, and Extended JSON would read its ``$``-keys as type wrappers, so its scope is kept as
+    BSON bytes: ``{"$code": ..., "$scopeBson": <bytes>}``.
     """
     try:
-        text = json_util.dumps(value, json_options=_EJSON)
         if isinstance(value, Code) and value.scope is not None:
-            return {"$ejson": text}
-        return json.loads(text)
+            return {"$code": str(value), "$scopeBson": encode_document(value.scope)}
+        return json.loads(json_util.dumps(value, json_options=_EJSON))
     except (TypeError, ValueError) as exc:
         raise MalformedBSON(f"unsupported value of type {type(value).__name__}: {exc}") from None
 
@@ -222,7 +228,7 @@ def from_crdt(value: Any) -> Any:
     if t is str or t is bool or value is None:
         return value
     if t is float:
-        return value
+        return value if value == value else math.nan
     if t is int:
         # Only a Yjs client writing a bigint produces a bare int: it is an int64.
         return Int64(value) if INT64_MIN <= value <= INT64_MAX else float(value)
@@ -241,29 +247,19 @@ def dict_from_crdt(d: dict[str, Any]) -> Any:
     """A map is an Extended JSON leaf, an engine document node, or a client's plain object."""
     if len(d) <= 2 and d and not any(k.startswith(META) for k in d):
         keys = set(d)
-        if keys == {"$ejson"} and isinstance(d["$ejson"], str):
-            try:
-                return _ejson_text(d["$ejson"])
-            except MalformedBSON:
-                pass
-        elif keys <= EJSON_KEYS or keys == {"$code", "$scope"}:
+        if keys == {"$code", "$scopeBson"}:
+            scope, code = d["$scopeBson"], d["$code"]
+            if isinstance(scope, (bytes, bytearray)) and isinstance(code, str):
+                try:
+                    return Code(code, decode_document(bytes(scope)))
+                except MalformedBSON:
+                    pass
+        if keys <= EJSON_KEYS or keys == {"$code", "$scope"}:
             try:
                 return ejson_value(d)
             except MalformedBSON:
                 pass  # Not a valid leaf: a client's plain object, read as a document.
     return node_from_crdt(d)
-
-
-def _ejson_text(text: str) -> Any:
-    """An Extended JSON leaf kept as text (field order inside it preserved)."""
-    try:
-        value = json_util.loads(text, json_options=_EJSON)
-        bson.encode({"v": value}, codec_options=CODEC)
-    except Exception as exc:
-        raise MalformedBSON(f"bad Extended JSON text leaf: {exc}") from None
-    if isinstance(value, dict):
-        raise MalformedBSON("an Extended JSON text leaf must hold a leaf value")
-    return value
 
 
 def ejson_value(d: dict[str, Any]) -> Any:
@@ -405,4 +401,8 @@ def clean(value: Any) -> Any:
         )
     if isinstance(value, list):
         return [clean(v) for v in value]
+    if type(value) is float and value != value:
+        # NaN payloads do not survive the CRDT (and Extended JSON has one NaN): every replica
+        # holds the canonical quiet NaN.
+        return math.nan
     return value

@@ -27,10 +27,10 @@ import bson
 from bson import json_util
 from bson.code import Code
 from bson.codec_options import CodecOptions, DatetimeConversion
-from bson.raw_bson import RawBSONDocument
 from bson.errors import BSONError
 from bson.int64 import Int64
 from bson.json_util import JSONMode, JSONOptions
+from bson.raw_bson import RawBSONDocument
 from pycrdt import Array, Map, Text
 
 from .errors import LimitExceeded, MalformedBSON
@@ -157,7 +157,7 @@ def to_crdt(value: Any, depth: int, max_depth: int) -> Any:
     if t is str:
         return Text(value)
     if t is float:
-        return value if value == value else math.nan  # one NaN everywhere (see clean)
+        return math.nan if math.isnan(value) else value  # one NaN everywhere (see clean)
     if t is bool or value is None:
         return value
     if t is int:
@@ -228,7 +228,7 @@ def from_crdt(value: Any) -> Any:
     if t is str or t is bool or value is None:
         return value
     if t is float:
-        return value if value == value else math.nan
+        return math.nan if math.isnan(value) else value
     if t is int:
         # Only a Yjs client writing a bigint produces a bare int: it is an int64.
         return Int64(value) if INT64_MIN <= value <= INT64_MAX else float(value)
@@ -401,7 +401,7 @@ def clean(value: Any) -> Any:
         )
     if isinstance(value, list):
         return [clean(v) for v in value]
-    if type(value) is float and value != value:
+    if type(value) is float and math.isnan(value):
         # NaN payloads do not survive the CRDT (and Extended JSON has one NaN): every replica
         # holds the canonical quiet NaN.
         return math.nan

@@ -1,0 +1,81 @@
+"""Before/after comparison of the trace replay: the engine of a git revision against the one in
+the working tree, in one process, in lockstep (alternating chunks of edits), so that both see the
+same machine load. Read-only for git (``git archive`` into a temporary folder).
+
+    python benchmarks/ab_replay.py --before f33dcda              # whole trace (~2-3 min)
+    python benchmarks/ab_replay.py --before f33dcda --edits 20000
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import io
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from pathlib import Path
+from types import ModuleType
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import bson  # noqa: E402
+
+from benchmarks.workloads import SET_TEXT, splice_diffs  # noqa: E402
+from tests.trace_data import load_trace, patches  # noqa: E402
+
+
+def engine_at(rev: str, into: Path) -> ModuleType:
+    """Import the engine/ folder of ``rev`` as the package ``engine_<rev>``."""
+    data = subprocess.run(
+        ["git", "archive", "--format=tar", rev, "engine"], cwd=ROOT, check=True,
+        capture_output=True,
+    ).stdout  # fmt: skip
+    name = "engine_" + "".join(c if c.isalnum() else "_" for c in rev)
+    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        tar.extractall(into, filter="data")
+    (into / "engine").rename(into / name)
+    sys.path.insert(0, str(into))
+    return importlib.import_module(name)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--before", required=True, help="git revision of the 'before' engine")
+    ap.add_argument("--edits", type=int, default=None, help="a prefix of the trace (default all)")
+    ap.add_argument("--chunk", type=int, default=5000, help="edits per lockstep chunk")
+    args = ap.parse_args()
+
+    import virtualdom.engine as after
+
+    with tempfile.TemporaryDirectory() as tmp:
+        before = engine_at(args.before, Path(tmp))
+        diffs = splice_diffs(patches(load_trace())[: args.edits])
+        sides = {"before": before.Replica("author"), "after": after.Replica("author")}
+        spent = dict.fromkeys(sides, 0.0)
+        for r in sides.values():
+            r.apply_diff(SET_TEXT)
+        clock = time.process_time
+        for n, start in enumerate(range(0, len(diffs), args.chunk)):
+            chunk = diffs[start : start + args.chunk]
+            for name in sorted(sides, reverse=bool(n % 2)):  # alternate who goes first
+                apply, t = sides[name].apply_diff, clock()
+                for d in chunk:
+                    apply(d)
+                spent[name] += clock() - t
+        snaps = {name: r.snapshot() for name, r in sides.items()}
+        assert snaps["before"] == snaps["after"]
+        assert bson.decode(snaps["after"])["text"] is not None
+    per = {name: s / len(diffs) * 1e6 for name, s in spent.items()}
+    print(
+        f"{len(diffs):,} edits, CPU time, lockstep chunks of {args.chunk}: "
+        f"before ({args.before}) {per['before']:.1f} µs/edit, after (working tree) "
+        f"{per['after']:.1f} µs/edit, after/before {per['after'] / per['before']:.2f}"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -242,9 +242,13 @@ class Replica:
             base = self._context_version(context)
             if base < self.version:
                 ops = transform_ops(ops, self._history.ops_since(base))
-        # A NaN double ends in byte 0x7f or 0xff (little-endian): only then can a value hold a
-        # NaN payload that effective ops must canonicalise like the mirror does.
-        return self._apply_local(ops, b"\x7f" in diff or b"\xff" in diff)
+        # A NaN double ends in byte 0x7f or 0xff (little-endian), a Decimal128 NaN (type 0x13) in
+        # 0x7c-0x7f or 0xfc-0xff: only then can a value hold a NaN that effective ops must
+        # canonicalise like the mirror does.
+        maybe_nan = b"\x7f" in diff or b"\xff" in diff
+        if not maybe_nan and b"\x13" in diff:
+            maybe_nan = any(bytes([c]) in diff for c in (0x7C, 0x7D, 0x7E, 0xFC, 0xFD, 0xFE))
+        return self._apply_local(ops, maybe_nan)
 
     def merge(self, update: bytes) -> list[Change]:
         """Merge a remote update. Out-of-order updates wait until their dependencies arrive;
@@ -919,6 +923,11 @@ class _EventApplier:
             # Read the meta entry exactly as node_from_crdt does (clients may write anything).
             order, epoch = parse_meta(ymap.get(META + f))
             node.meta[f] = (order, epoch)
+            if f not in valued and f in node and isinstance(ymap[f], (Map, Array, Text)):
+                # Only its meta changed (e.g. a concurrent inc's counter entry): the value is the
+                # same shared type, whose own events follow. Reading it now would apply them twice.
+                node.counters.pop(f, None)
+                continue
             base = from_crdt(_to_py(ymap[f]))
             prefix = META + f + META
             live = {}

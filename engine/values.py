@@ -27,6 +27,7 @@ import bson
 from bson import json_util
 from bson.code import Code
 from bson.codec_options import CodecOptions, DatetimeConversion
+from bson.decimal128 import Decimal128
 from bson.errors import BSONError
 from bson.int64 import Int64
 from bson.json_util import JSONMode, JSONOptions
@@ -388,6 +389,10 @@ def max_string(value: Any) -> int:
     return 0
 
 
+#: The one Decimal128 NaN every replica holds (sign, signalling bit and payload dropped).
+DECIMAL_NAN = Decimal128("NaN")
+
+
 def clean(value: Any) -> Any:
     """Deep-copy a decoded BSON value into mirror form (documents become DocNodes)."""
     if isinstance(value, dict):
@@ -405,4 +410,6 @@ def clean(value: Any) -> Any:
         # NaN payloads do not survive the CRDT (and Extended JSON has one NaN): every replica
         # holds the canonical quiet NaN.
         return math.nan
+    if type(value) is Decimal128 and value.to_decimal().is_nan():
+        return DECIMAL_NAN  # Likewise: "$numberDecimal" is "NaN" whatever the sign and payload.
     return value

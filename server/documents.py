@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -342,9 +342,6 @@ class Documents:
             raise NotFound(f"no document {node_id!r}")
         host.last_used = time.monotonic()
         return host
-
-    async def run(self, node_id: bytes, fn: Callable[[DocumentHost], Awaitable[Any]]) -> Any:
-        return await fn(await self.host(node_id, create=False))
 
     async def _sweep(self) -> None:
         period = max(0.05, self.config.idle_unload_s / 2)

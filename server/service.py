@@ -13,7 +13,6 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any, TypeVar
 
-import bson
 import grpc
 from google.protobuf import any_pb2
 from google.rpc import code_pb2, status_pb2
@@ -27,7 +26,7 @@ from .auth import caller
 from .config import GatewayConfig
 from .documents import Call, Documents, Write, WriteResult
 from .errors import BadRequest, Compacted, NotFound, ShuttingDown, TooMany, status_of
-from .feed import ChangeFeed, Entry, Follower, clock_pb, parse_resume_token, resume_token
+from .feed import ChangeFeed, Entry, Follower, parse_resume_token, resume_token
 from .store import Store, StoredChange
 
 log = logging.getLogger("virtualdom.service")
@@ -291,17 +290,7 @@ class MemoryGateway:
         while not self.shutdown.is_set():
             who.check_live()
             follower.wake.clear()
-            head = self.feed.head
-            entries = self.feed.read(pos, follower, limit)
-            if entries is None:
-                # Fell out of the in-memory window: catch up from the store.
-                rows = await self._stored_after(pos, follower, limit)
-                entries = [Entry(c) for c in rows]
-                if not entries:
-                    pos = max(pos, self.feed.window_start())
-                    continue
-            elif not entries:
-                pos = max(pos, head)
+            entries, pos = await self.next_entries(follower, pos, limit)
             if entries:
                 last = entries[-1].seq
                 if skip:
@@ -334,6 +323,24 @@ class MemoryGateway:
                 )
         # Shutting down: end with a status that tells the client where to resume from.
         raise ShuttingDown("the gateway is shutting down; resume from the token", resume_token(pos))
+
+    async def next_entries(
+        self, follower: Follower, pos: int, limit: int
+    ) -> tuple[list[Entry], int]:
+        """The follower's next committed entries after ``pos``: from the feed window, or from
+        the store when ``pos`` fell out of it. With none, also the position to wait from (past
+        what was scanned). Shared by change streams and session members."""
+        while True:
+            head = self.feed.head
+            entries = self.feed.read(pos, follower, limit)
+            if entries is None:
+                # Fell out of the in-memory window: catch up from the store.
+                rows = await self._stored_after(pos, follower, limit)
+                if rows:
+                    return [Entry(c) for c in rows], pos
+                pos = max(pos, self.feed.window_start())
+                continue
+            return entries, pos if entries else max(pos, head)
 
     async def _stored_after(self, pos: int, follower: Follower, limit: int) -> list[StoredChange]:
         oldest = await self.store.oldest_seq()
@@ -404,4 +411,4 @@ def write_response(result: WriteResult, budget: int | None = None) -> pb.WriteDi
     )
 
 
-__all__ = ["MemoryGateway", "bson", "clock_pb"]
+__all__ = ["MemoryGateway"]

@@ -28,8 +28,8 @@ from virtualdom.v1 import gateway_pb2 as pb
 from .auth import caller
 from .config import GatewayConfig
 from .documents import Call, DocumentHost, Documents, Write, WriteResult
-from .errors import BadRequest, ShuttingDown, TooMany, Unauthenticated, status_of
-from .feed import ChangeFeed, Entry, clock_pb
+from .errors import BadRequest, ShuttingDown, Unauthenticated, status_of
+from .feed import ChangeFeed
 from .service import MemoryGateway, _echo_budget, abort_for, clock_of
 
 log = logging.getLogger("virtualdom.sessions")
@@ -284,13 +284,7 @@ class SessionService:
         try:
             while True:
                 follower.wake.clear()
-                entries = self.feed.read(pos, follower, limit)
-                if entries is None:
-                    rows = await self.gateway._stored_after(pos, follower, limit)
-                    entries = [Entry(c) for c in rows]
-                    if not entries:
-                        pos = max(pos, self.feed.window_start())
-                        continue
+                entries, pos = await self.gateway.next_entries(follower, pos, limit)
                 if not entries:
                     await follower.wake.wait()
                     continue
@@ -371,4 +365,4 @@ def _checked_presence(data: bytes) -> bytes:
     return bytes(data)
 
 
-__all__ = ["SessionService", "TooMany", "clock_pb"]
+__all__ = ["SessionService"]

@@ -27,9 +27,10 @@ from .documents import Documents
 from .errors import BadRequest
 from .feed import ChangeFeed
 from .health import Health
-from .interceptors import SecurityInterceptor
 from .observability import Observability
+from .pipeline import Registrar
 from .security import Security
+from .security_layer import SecurityLayer
 from .service import MemoryGateway
 from .sessions import SessionService
 from .store import SqliteStore
@@ -60,32 +61,31 @@ def _parse(cls: Any) -> Any:
     return parse
 
 
-def method_handlers(gateway: MemoryGateway, sessions: SessionService) -> grpc.GenericRpcHandler:  # type: ignore[type-arg]
-    return grpc.method_handlers_generic_handler(
-        SERVICE,
-        {
-            "WriteDiff": grpc.unary_unary_rpc_method_handler(
-                gateway.WriteDiff,
-                request_deserializer=_parse(pb.WriteDiffRequest),
-                response_serializer=_serialize,
-            ),
-            "ReadSnapshot": grpc.unary_unary_rpc_method_handler(
-                gateway.ReadSnapshot,
-                request_deserializer=_parse(pb.ReadSnapshotRequest),
-                response_serializer=_serialize,
-            ),
-            "SubscribeChanges": grpc.unary_stream_rpc_method_handler(
-                gateway.SubscribeChanges,
-                request_deserializer=_parse(pb.SubscribeRequest),
-                response_serializer=_serialize,
-            ),
-            "CollaborativeSession": grpc.stream_stream_rpc_method_handler(
-                sessions.CollaborativeSession,
-                request_deserializer=_parse(pb.SessionMessage),
-                response_serializer=_serialize,
-            ),
-        },
-    )
+def method_handlers(
+    gateway: MemoryGateway, sessions: SessionService
+) -> dict[str, grpc.RpcMethodHandler]:  # type: ignore[type-arg]
+    return {
+        "WriteDiff": grpc.unary_unary_rpc_method_handler(
+            gateway.WriteDiff,
+            request_deserializer=_parse(pb.WriteDiffRequest),
+            response_serializer=_serialize,
+        ),
+        "ReadSnapshot": grpc.unary_unary_rpc_method_handler(
+            gateway.ReadSnapshot,
+            request_deserializer=_parse(pb.ReadSnapshotRequest),
+            response_serializer=_serialize,
+        ),
+        "SubscribeChanges": grpc.unary_stream_rpc_method_handler(
+            gateway.SubscribeChanges,
+            request_deserializer=_parse(pb.SubscribeRequest),
+            response_serializer=_serialize,
+        ),
+        "CollaborativeSession": grpc.stream_stream_rpc_method_handler(
+            sessions.CollaborativeSession,
+            request_deserializer=_parse(pb.SessionMessage),
+            response_serializer=_serialize,
+        ),
+    }
 
 
 class Gateway:
@@ -125,12 +125,17 @@ class Gateway:
             ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
         ]
         self.server = grpc.aio.server(
-            interceptors=self.observability.interceptors(SecurityInterceptor(self.security)),
             options=options,
             compression=grpc.Compression.Gzip if cfg.compression == "gzip" else None,
         )
-        self.server.add_generic_rpc_handlers((method_handlers(self.service, self.sessions),))
-        self.health = Health(self.server, reflection_enabled=cfg.reflection)
+        # Every service registers through the call pipeline (observability, security).
+        registrar = Registrar(
+            self.server, self.observability.layers(SecurityLayer(self.security).wrap)
+        )
+        registrar.add_registered_method_handlers(
+            SERVICE, method_handlers(self.service, self.sessions)
+        )
+        self.health = Health(registrar, reflection_enabled=cfg.reflection)
         await self.health.not_serving()
         self.port = bind(self.server, cfg.address, self.security.tls)
         if self.port == 0:

@@ -14,13 +14,14 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-import grpc
 from google.protobuf import descriptor_pb2, descriptor_pool
 from google.protobuf.descriptor import FileDescriptor
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2
 
 from virtualdom.v1 import gateway_pb2 as pb
+
+from .pipeline import Registrar
 
 __all__ = ["GATEWAY_SERVICE", "HEALTH_SERVICE", "Health", "reflection_pool"]
 
@@ -34,16 +35,14 @@ NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 class Health:
     """The health servicer of one gateway (and reflection, when enabled)."""
 
-    def __init__(self, server: grpc.aio.Server, *, reflection_enabled: bool = True):
+    def __init__(self, server: Registrar, *, reflection_enabled: bool = True):
         # grpc-stubs lacks the aio servicer (its set() is a coroutine: it must be awaited).
         self.servicer: Any = health.aio.HealthServicer()  # type: ignore[attr-defined]
         health_pb2_grpc.add_HealthServicer_to_server(self.servicer, server)
         self.services = ("", GATEWAY_SERVICE)
         if reflection_enabled:
-            reflection.enable_server_reflection(
-                (GATEWAY_SERVICE, HEALTH_SERVICE, reflection.SERVICE_NAME),
-                server,
-                pool=reflection_pool(),
+            server.enable_reflection(
+                (GATEWAY_SERVICE, HEALTH_SERVICE, reflection.SERVICE_NAME), pool=reflection_pool()
             )
 
     async def not_serving(self) -> None:

@@ -1,7 +1,7 @@
 """Observability: the access log, Prometheus metrics and (optional) OpenTelemetry tracing.
 
-One interceptor (:class:`ObservabilityInterceptor`, outermost, so it also sees calls that the
-security interceptor refuses) measures every call of every service:
+One layer of the call pipeline (:class:`CallObserver`, outermost, so it also sees calls that
+the security layer refuses; server/pipeline.py) measures every call of every service:
 
 * the **access log**: one structured line per unary call and per stream end, on the
   ``virtualdom.access`` logger — method, node id (or prefix; the documents a session joined),
@@ -50,13 +50,13 @@ if TYPE_CHECKING:
     from .app import Gateway
 
 __all__ = [
+    "CallObserver",
     "JsonFormatter",
     "Metrics",
     "Observability",
-    "ObservabilityInterceptor",
-    "PrincipalProbe",
     "TextFormatter",
     "configure_logging",
+    "probe_principal",
     "split_address",
 ]
 
@@ -152,7 +152,7 @@ def configure_logging(level: str = "INFO", fmt: str = "text", stream: Any = None
 
 
 class CallInfo:
-    """What the interceptor learns about one call (never payloads)."""
+    """What the call observer learns about one call (never payloads)."""
 
     __slots__ = (
         "code",
@@ -292,60 +292,56 @@ def _counting_serializer(serialize: Callable[[Any], bytes]) -> Callable[[Any], b
     return ser
 
 
-# -- the interceptors ----------------------------------------------------------------------------
+# -- the call layers -------------------------------------------------------------------------------
 
 
-Continuation = Callable[
-    [grpc.HandlerCallDetails], Awaitable["grpc.RpcMethodHandler[Any, Any] | None"]
-]
 if TYPE_CHECKING:  # generic in grpc-stubs only
-    _Interceptor = grpc.aio.ServerInterceptor[Any, Any]
+    Handler = grpc.RpcMethodHandler[Any, Any]
 else:
-    _Interceptor = grpc.aio.ServerInterceptor
+    Handler = grpc.RpcMethodHandler
 
 
-class ObservabilityInterceptor(_Interceptor):
-    """Access log + metrics + traces for every call (install it first)."""
+#: A layer of the call pipeline: wraps one method's handler (server/pipeline.py).
+Layer = Callable[[str, Handler], Handler]
+
+
+class CallObserver:
+    """Access log + metrics + traces for every call: the outermost layer of the call pipeline
+    (server/pipeline.py), so it sees every call, refused ones too."""
 
     def __init__(self, obs: Observability):
         self.obs = obs
 
-    async def intercept_service(  # type: ignore[override]
-        self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
-    ) -> grpc.RpcMethodHandler[Any, Any] | None:
-        handler = await continuation(handler_call_details)
-        if handler is None:
-            return None
-        method = handler_call_details.method
-        metadata = handler_call_details.invocation_metadata
+    def wrap(self, method: str, handler: Handler) -> Handler:
         deser = handler.request_deserializer or _identity
         ser = handler.response_serializer or _identity
         if handler.unary_unary is not None:
             return grpc.unary_unary_rpc_method_handler(
-                self._unary(method, metadata, handler.unary_unary, deser, ser, "unary")
+                self._unary(method, handler.unary_unary, deser, ser, "unary")
             )
         if handler.stream_unary is not None:
             return grpc.stream_unary_rpc_method_handler(
-                self._unary(method, metadata, handler.stream_unary, None, ser, "client_stream"),
+                self._unary(method, handler.stream_unary, None, ser, "client_stream"),
                 request_deserializer=_counting_deserializer(deser),
             )
         if handler.unary_stream is not None:
             return grpc.unary_stream_rpc_method_handler(
-                self._stream(method, metadata, handler.unary_stream, deser, "server_stream"),
+                self._stream(method, handler.unary_stream, deser, "server_stream"),
                 response_serializer=_counting_serializer(ser),
             )
         if handler.stream_stream is not None:
             return grpc.stream_stream_rpc_method_handler(
-                self._stream(method, metadata, handler.stream_stream, None, "bidi_stream"),
+                self._stream(method, handler.stream_stream, None, "bidi_stream"),
                 request_deserializer=_counting_deserializer(deser),
                 response_serializer=_counting_serializer(ser),
             )
         return handler
 
     def _begin(
-        self, method: str, kind: str, metadata: Any, context: grpc.aio.ServicerContext[Any, Any]
+        self, method: str, kind: str, context: grpc.aio.ServicerContext[Any, Any]
     ) -> tuple[CallInfo, Any]:
         call = CallInfo(method, kind, context.peer() or "")
+        metadata = context.invocation_metadata()
         call.request_id = _request_id_header(metadata)
         if not call.request_id:
             call.fallback_id = uuid.uuid4().hex[:16]
@@ -377,14 +373,13 @@ class ObservabilityInterceptor(_Interceptor):
     def _unary(
         self,
         method: str,
-        metadata: Any,
         behaviour: Callable[..., Any],
         deser: Callable[[bytes], Any] | None,
         ser: Callable[[Any], bytes],
         kind: str,
     ) -> Callable[..., Awaitable[bytes]]:
         async def unary(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> bytes:
-            call, span = self._begin(method, kind, metadata, context)
+            call, span = self._begin(method, kind, context)
             error: BaseException | None = None
             try:
                 if deser is not None:  # a unary request arrives as bytes: decode it here
@@ -410,7 +405,6 @@ class ObservabilityInterceptor(_Interceptor):
     def _stream(
         self,
         method: str,
-        metadata: Any,
         behaviour: Callable[..., Any],
         deser: Callable[[bytes], Any] | None,
         kind: str,
@@ -418,7 +412,7 @@ class ObservabilityInterceptor(_Interceptor):
         if inspect.iscoroutinefunction(behaviour):
             # The reader/writer API (context.write), e.g. the health service's Watch.
             async def writer(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> None:
-                call, span = self._begin(method, kind, metadata, context)
+                call, span = self._begin(method, kind, context)
                 error: BaseException | None = None
                 try:
                     if deser is not None:
@@ -435,7 +429,7 @@ class ObservabilityInterceptor(_Interceptor):
             return writer
 
         async def stream(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-            call, span = self._begin(method, kind, metadata, context)
+            call, span = self._begin(method, kind, context)
             error: BaseException | None = None
             try:
                 if deser is not None:
@@ -479,29 +473,22 @@ def _status(
     return code if code is not None else grpc.StatusCode.UNKNOWN
 
 
-class PrincipalProbe(_Interceptor):
-    """Install it LAST (innermost): when a call's handler starts — after the security
-    interceptor authenticated it — it copies the principal into the call's record."""
-
-    async def intercept_service(  # type: ignore[override]
-        self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
-    ) -> grpc.RpcMethodHandler[Any, Any] | None:
-        handler = await continuation(handler_call_details)
-        if handler is None:
-            return None
-        kw = {
-            "request_deserializer": handler.request_deserializer,
-            "response_serializer": handler.response_serializer,
-        }
-        if handler.unary_unary is not None:
-            return grpc.unary_unary_rpc_method_handler(_probe(handler.unary_unary), **kw)
-        if handler.stream_unary is not None:
-            return grpc.stream_unary_rpc_method_handler(_probe(handler.stream_unary), **kw)
-        if handler.unary_stream is not None:
-            return grpc.unary_stream_rpc_method_handler(_probe(handler.unary_stream), **kw)
-        if handler.stream_stream is not None:
-            return grpc.stream_stream_rpc_method_handler(_probe(handler.stream_stream), **kw)
-        return handler
+def probe_principal(method: str, handler: Handler) -> Handler:
+    """The innermost layer: when a call's handler starts (after the security layer
+    authenticated it) it copies the principal into the call's record."""
+    kw = {
+        "request_deserializer": handler.request_deserializer,
+        "response_serializer": handler.response_serializer,
+    }
+    if handler.unary_unary is not None:
+        return grpc.unary_unary_rpc_method_handler(_probe(handler.unary_unary), **kw)
+    if handler.stream_unary is not None:
+        return grpc.stream_unary_rpc_method_handler(_probe(handler.stream_unary), **kw)
+    if handler.unary_stream is not None:
+        return grpc.unary_stream_rpc_method_handler(_probe(handler.unary_stream), **kw)
+    if handler.stream_stream is not None:
+        return grpc.stream_stream_rpc_method_handler(_probe(handler.stream_stream), **kw)
+    return handler
 
 
 def _note_principal() -> None:
@@ -779,12 +766,10 @@ class Observability:
         #: The bound port of the metrics endpoint (None: not serving).
         self.metrics_port: int | None = None
 
-    def interceptors(
-        self, *others: grpc.aio.ServerInterceptor[Any, Any]
-    ) -> list[grpc.aio.ServerInterceptor[Any, Any]]:
-        """The server's interceptors: this one first (it sees every call, refused ones too),
-        ``others`` (security) in between, and the principal probe last."""
-        return [ObservabilityInterceptor(self), *others, PrincipalProbe()]
+    def layers(self, *others: Layer) -> list[Layer]:
+        """The call pipeline's layers, outermost first: the call observer (it sees every call,
+        refused ones too), ``others`` (security) in between, and the principal probe last."""
+        return [CallObserver(self).wrap, *others, probe_principal]
 
     def start(self, gateway: Gateway) -> None:
         """Watch the gateway's state; serve /metrics when ``metrics_address`` is set."""

@@ -1,7 +1,8 @@
-"""The security interceptor: authenticates every MemoryGateway call once, caps its streams.
+"""The security layer of the call pipeline: authenticates every MemoryGateway call once, caps
+its streams.
 
-For each call of the MemoryGateway service it wraps the method's behaviour so that, before the
-handler runs:
+It wraps each MemoryGateway method's behaviour once, when the handlers are registered
+(server/pipeline.py), so that before the handler of a call runs:
 
 1. the caller is authenticated from the call's metadata and peer (:meth:`Security.authenticate`:
    the bearer token is verified once) and stored in the :func:`~.auth.caller` context variable,
@@ -27,33 +28,28 @@ from .errors import GatewayError
 from .security import Security
 from .service import abort_for
 
-__all__ = ["SecurityInterceptor"]
+__all__ = ["SecurityLayer"]
 
 SERVICE_PREFIX = "/virtualdom.v1.MemoryGateway/"
 
 
 if TYPE_CHECKING:  # generic in grpc-stubs only
-    _Interceptor = grpc.aio.ServerInterceptor[Any, Any]
+    Handler = grpc.RpcMethodHandler[Any, Any]
 else:
-    _Interceptor = grpc.aio.ServerInterceptor
+    Handler = grpc.RpcMethodHandler
 
 
-class SecurityInterceptor(_Interceptor):
+class SecurityLayer:
     def __init__(self, security: Security, prefix: str = SERVICE_PREFIX):
         self.security = security
         self.prefix = prefix
 
-    async def intercept_service(
-        self,
-        continuation: Callable[
-            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any]]
-        ],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler[Any, Any]:
-        handler = await continuation(handler_call_details)
+    def wrap(self, method: str, handler: Handler) -> Handler:
+        """The method's handler with authentication (and stream slots) in front; other
+        services' handlers (health, reflection) unchanged."""
         # (grpc-stubs type the behaviours as sync functions; the aio server's are async.)
         behaviours: Any = handler
-        if handler is None or not handler_call_details.method.startswith(self.prefix):
+        if not method.startswith(self.prefix):
             return handler
         kw = {
             "request_deserializer": handler.request_deserializer,

@@ -109,6 +109,8 @@ class Replica:
         #: and each Map lookup costs a pycrdt transaction. Dropped by anything that may replace
         #: a node (every other local op, every merge).
         self._text_node: tuple[Path, Any] | None = None
+        #: The ASCII text that one-splice diffs are typing into (see _fast_splice), or None.
+        self._live: _LiveText | None = None
         self._last_update = b""
         self._clock: VectorClock | None = {}
         self._registered = False
@@ -177,6 +179,7 @@ class Replica:
         if isinstance(path, str):
             path = parse_path(path, "path") if path else None
         if version is None or version == self.version:
+            self._flush()
             doc: Any = self._mirror
             if path is None:
                 if self._snapshot is None:
@@ -225,7 +228,12 @@ class Replica:
         :class:`~virtualdom.engine.errors.EngineError` and changes nothing when the diff is bad.
         """
         self.limits.check("max_diff_bytes", self.limits.max_diff_bytes, len(diff), "diff size")
-        parsed: ParsedDiff = parse_diff(decode_document(diff), self.limits.max_ops)
+        doc = decode_document(diff)
+        if context is None:
+            change = self._fast_splice(doc)
+            if change is not None:
+                return change
+        parsed: ParsedDiff = parse_diff(doc, self.limits.max_ops)
         if parsed.update is not None:
             if context is not None:
                 raise MalformedDiff("a raw CRDT update carries its own causality; omit the context")
@@ -242,6 +250,10 @@ class Replica:
             base = self._context_version(context)
             if base < self.version:
                 ops = transform_ops(ops, self._history.ops_since(base))
+            else:
+                change = self._fast_splice(doc)
+                if change is not None:
+                    return change
         # A NaN double ends in byte 0x7f or 0xff (little-endian), a Decimal128 NaN (type 0x13) in
         # 0x7c-0x7f or 0xfc-0xff: only then can a value hold a NaN that effective ops must
         # canonicalise like the mirror does.
@@ -273,6 +285,8 @@ class Replica:
     # -- internals: local diffs ------------------------------------------------------------------
 
     def _apply_local(self, ops: list[Op], maybe_nan: bool = False) -> Change | None:
+        # The planner reads and rewrites the mirror: bring it up to date, leave the fast path.
+        self._settle()
         plan = _Plan(self)
         if maybe_nan:
             ops = [_canonical_nans(op) for op in ops]
@@ -305,10 +319,114 @@ class Replica:
         self._size = plan.size
         return self._record(plan.effective, self.actor)
 
+    # -- internals: the one-splice fast path ----------------------------------------------------
+
+    def _fast_splice(self, doc: dict[str, Any]) -> Change | None:
+        """Apply a diff that is one ASCII splice of an ASCII text, without the general planner.
+
+        Typing sends one such diff per keystroke. The general path copies the whole string into
+        the mirror per edit (on a long text, that copy and the cache misses it causes cost more
+        than pycrdt's own work), builds undo and action closures and re-reads the state vector.
+        Here the mirror's string is left stale (``_LiveText``) and read back from pycrdt only
+        when the mirror is needed; the clock moves by the units the change adds.
+
+        Returns None, having changed nothing, whenever the diff is anything else or would fail
+        (the general path then applies it or raises the right error).
+        """
+        ops = doc.get("ops")
+        if type(ops) is not list or len(ops) != 1 or len(doc) != 1:
+            return None
+        o = ops[0]
+        if type(o) is not dict or o.get("op") != "splice" or not _SPLICE_KEYS.issuperset(o):
+            return None
+        raw_path, index, count, text = o.get("path"), o.get("index"), o.get("delete", 0), o.get(
+            "insert", ""
+        )
+        if (
+            type(index) is not int or type(count) is not int or type(text) is not str
+            or index < 0 or count < 0 or not (count or text) or not text.isascii()
+        ):  # fmt: skip
+            return None
+        live = self._live
+        if live is None or live.raw_path != raw_path or type(raw_path) is not str:
+            live = self._go_live(raw_path)
+            if live is None:
+                return None
+        length = live.length
+        new_length = length - count + len(text)
+        lim = self.limits
+        size = self._size + len(text)
+        if (
+            index + count > length or new_length > lim.max_string_chars
+            or size > lim.max_document_bytes or lim.max_ops < 1
+        ):  # fmt: skip
+            return None
+        if self._clock is None:
+            self._clock = self._read_clock()
+        clock = dict(self._clock)
+        ytext = live.ytext
+        self._count += 1
+        with self._doc.transaction(origin="local"):
+            if count:
+                del ytext[index : index + count]
+            if text:
+                ytext.insert(index, text)
+            if not self._registered or not text:
+                # As in _apply_local: register once; a delete-only change ticks the clock.
+                self._actors[self.actor] = self._count
+                self._registered = True
+                clock[self.actor] = clock.get(self.actor, 0) + 1
+        # An ASCII insert adds one unit (one UTF-16 code unit) per character to our entry.
+        if text:
+            clock[self.actor] = clock.get(self.actor, 0) + len(text)
+        self._clock = clock
+        live.length = new_length
+        live.stale = True
+        self._snapshot = None
+        self._size = size
+        op = Op("splice", live.path, index=index, count=count, text=text)
+        return self._record_clock(clock, (op,), self.actor)
+
+    def _go_live(self, raw_path: Any) -> _LiveText | None:
+        """Start typing into the ASCII text at ``raw_path`` (None if it is not one)."""
+        if type(raw_path) is not str or not raw_path:
+            return None
+        self._settle()
+        try:
+            path = parse_path(raw_path, "path")
+            plan = _Plan(self)
+            parent, key, norm = plan.resolve(path)
+            s = _step(parent, key, norm)
+        except EngineError:
+            return None
+        if type(s) is not str or not s.isascii():
+            return None
+        ytext = self._ynode(norm)
+        # Only a text holding nothing but the mirror's characters (no embeds from a Yjs client)
+        # can be read back as the mirror's string.
+        if not isinstance(ytext, Text) or len(ytext) != len(s):
+            return None
+        self._live = _LiveText(raw_path, norm, parent, key, ytext, len(s))
+        return self._live
+
+    def _flush(self) -> None:
+        """Write the live text back into the mirror (read from pycrdt: O(text), once)."""
+        live = self._live
+        if live is not None and live.stale:
+            live.parent[live.key] = str(live.ytext)
+            live.stale = False
+
+    def _settle(self) -> None:
+        """Flush and stop the fast path: the caller may change the mirror in other ways."""
+        self._flush()
+        self._live = None
+
     def _record(self, ops: list[Op], actor: str) -> Change:
-        clock = self.clock()
-        change = Change(self.version + 1, actor, clock, self._last_update, tuple(ops))
-        self._history.append(Record(change.version, clock_key(clock), change.update, change.ops))
+        return self._record_clock(self.clock(), tuple(ops), actor)
+
+    def _record_clock(self, clock: VectorClock, ops: tuple[Op, ...], actor: str) -> Change:
+        change = Change(self.version + 1, actor, clock, self._last_update, ops)
+        self._history.append(Record(change.version, clock_key(clock), change.update, ops))
         return change
 
     def _on_transaction(self, event: TransactionEvent) -> None:
@@ -366,6 +484,9 @@ class Replica:
         return changes
 
     def _merge_one(self, update: bytes, info: yupdate.UpdateInfo) -> Change | None:
+        # Remote events are applied to the mirror: it must be current (and the live text's
+        # length would not follow them).
+        self._settle()
         self._text_node = None
         before = self._doc.get_state()
         collected: list[Any] = []
@@ -446,6 +567,24 @@ class Replica:
         for seg in path:
             node = node[seg]
         return node
+
+
+#: The fields a splice op may have.
+_SPLICE_KEYS = frozenset({"op", "path", "index", "delete", "insert"})
+
+
+@dataclass(slots=True)
+class _LiveText:
+    """An ASCII text being typed into by one-splice diffs. While ``stale``, the mirror's string
+    (``parent[key]``) is behind the CRDT; ``length`` is always the current length."""
+
+    raw_path: str
+    path: Path
+    parent: Any
+    key: str | int
+    ytext: Text
+    length: int
+    stale: bool = False
 
 
 def _step(node: Any, seg: str | int, where: Path) -> Any:

@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
-.venv/bin/python -m pip install -q -e '.[test,otel]'
+.venv/bin/python -m pip install -q -e '.[test,otel,bench]'
 for dir in proto tests/js; do
   if [ -f "$dir/package-lock.json" ]; then
     (cd "$dir" && npm ci --silent --no-audit --no-fund)
@@ -20,6 +20,10 @@ if [ ! -x .tools/grpcurl ] && command -v go >/dev/null 2>&1; then
 fi
 if [ ! -x .tools/grpc-health-probe ] && command -v go >/dev/null 2>&1; then
   GOBIN="$PWD/.tools" go install github.com/grpc-ecosystem/grpc-health-probe@v0.4.62
+fi
+# ghz: the load generator of the benchmark harness's unary rows (benchmarks/README.md).
+if [ ! -x .tools/ghz ] && command -v go >/dev/null 2>&1; then
+  GOBIN="$PWD/.tools" go install github.com/bojand/ghz/cmd/ghz@v0.121.0
 fi
 export PATH="$PWD/.tools:$PATH"
 .venv/bin/ruff check .

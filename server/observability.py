@@ -25,14 +25,15 @@ import asyncio
 import contextlib
 import datetime as _dt
 import inspect
+import itertools
 import json
 import logging
+import os
 import socket
 import socketserver
 import sys
 import threading
 import time
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
@@ -256,6 +257,16 @@ def _show(raw: bytes) -> str:
     return bytes(raw[:MAX_LOGGED_ID]).decode("utf-8", errors="replace")
 
 
+# Generated request ids: a random prefix per process and a counter (16 hex digits, like the
+# uuid4 prefix they replace, which cost a getrandom() system call per call).
+_ID_PREFIX = os.urandom(4).hex()
+_ID_COUNTER = itertools.count(1)
+
+
+def _next_call_id() -> str:
+    return f"{_ID_PREFIX}{next(_ID_COUNTER) & 0xFFFFFFFF:08x}"
+
+
 def _request_id_header(metadata: Iterable[tuple[str, Any]] | None) -> str:
     for k, v in metadata or ():
         if k == "x-request-id" and isinstance(v, str):
@@ -344,7 +355,7 @@ class CallObserver:
         metadata = context.invocation_metadata()
         call.request_id = _request_id_header(metadata)
         if not call.request_id:
-            call.fallback_id = uuid.uuid4().hex[:16]
+            call.fallback_id = _next_call_id()
         _CURRENT.set(call)
         callctx.peer.set(call.peer)
         callctx.request_id.set(call.request_id or call.fallback_id)

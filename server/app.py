@@ -143,8 +143,9 @@ class Gateway:
         await self.server.start()
         await self.health.serving()
         host = cfg.address.rsplit(":", 1)[0]
-        log.info("listening on %s:%d (%s), storing in %s", host, self.port,
-                 self.security.summary, self.store.path)  # fmt: skip
+        loop_kind = type(asyncio.get_running_loop()).__module__.split(".")[0]
+        log.info("listening on %s:%d (%s), storing in %s, event loop %s", host, self.port,
+                 self.security.summary, self.store.path, loop_kind)  # fmt: skip
         return self.port
 
     async def stop(self, grace: float = 10.0) -> None:

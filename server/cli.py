@@ -62,7 +62,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         for name in unknown_env(os.environ):
             logging.getLogger("virtualdom").warning("ignoring %s: no such setting", name)
         try:
-            asyncio.run(run(config))
+            if config.event_loop == "uvloop":
+                try:
+                    import uvloop
+                except ImportError:
+                    print("virtualdom: event_loop = uvloop needs uvloop: "
+                          "pip install 'virtualdom[uvloop]'", file=sys.stderr)  # fmt: skip
+                    return 2
+                uvloop.run(run(config))
+            else:
+                asyncio.run(run(config))
         except (OSError, ValueError) as exc:  # ValueError: a bad TLS/auth/limit setting
             print(f"virtualdom: {exc}", file=sys.stderr)
             return 1

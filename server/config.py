@@ -44,6 +44,9 @@ class GatewayConfig:
     feed_capacity: int = 20_000
     #: Most changes batched into one stream message.
     batch_events: int = 512
+    #: The event loop: "asyncio" (the standard library's) or "uvloop" (needs the "uvloop" extra;
+    #: BENCHMARKS.md measures the difference).
+    event_loop: str = "asyncio"
     #: Response compression offered to clients that accept it ("gzip" or "none").
     compression: str = "gzip"
     #: Engine limits (document, diff, depth, string sizes).

@@ -79,6 +79,7 @@ INVERTED_FLAGS = frozenset({"auth_required"})
 #: Allowed values of string settings.
 CHOICES: dict[str, tuple[str, ...]] = {
     "compression": ("gzip", "none"),
+    "event_loop": ("asyncio", "uvloop"),
     "log_level": ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"),
     "log_format": ("text", "json"),
     "tracing": ("none", "console", "otlp"),

@@ -222,11 +222,13 @@ def test_config_file_from_environment(tmp_path: Path) -> None:
 # -- a real `virtualdom serve` configured by file + env + flags ----------------------------------
 
 
-def test_serve_with_config_file_json_logs_and_metrics(tmp_path: Path) -> None:
+@pytest.mark.parametrize("event_loop", ["asyncio", "uvloop"])
+def test_serve_with_config_file_json_logs_and_metrics(tmp_path: Path, event_loop: str) -> None:
     f = tmp_path / "gw.toml"
     f.write_text(
         f'data_dir = "{tmp_path / "data"}"\nlog_format = "json"\n'
         'metrics_address = "127.0.0.1:0"\naddress = "127.0.0.1:1"\n'
+        f'event_loop = "{event_loop}"\n'
     )
     env = {**os.environ, "VIRTUALDOM_LOG_LEVEL": "debug", "VIRTUALDOM_NO_SUCH_KEY": "1",
            "VIRTUALDOM_TOKEN": "", "VIRTUALDOM_ADDRESS": ""}  # fmt: skip
@@ -246,6 +248,7 @@ def test_serve_with_config_file_json_logs_and_metrics(tmp_path: Path) -> None:
                 metrics = int(rec["msg"].rsplit(":", 1)[1].split("/")[0])
             if rec["msg"].startswith("listening on 127.0.0.1:"):
                 port = int(rec["msg"].split(":")[1].split()[0])
+                assert rec["msg"].endswith(f"event loop {event_loop}"), rec
                 break
         assert port and metrics, lines
         out = virtualdom("write", "cfg/doc", "--ops", '[{"op": "set", "path": "a", "value": 1}]',

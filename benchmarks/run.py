@@ -1,13 +1,15 @@
-"""Run the engine benchmarks and write BENCHMARKS.md.
+"""Run the whole benchmark suite and write BENCHMARKS.md.
 
-    python benchmarks/run.py            # full run (~6 min on 2 idle cores, ~10 loaded)
-    python benchmarks/run.py --quick    # VIRTUALDOM_BENCH_QUICK=1: trace prefix, small documents
+    python benchmarks/run.py            # full run (engine ~6 min, gateway load ~15 min)
+    python benchmarks/run.py --quick    # VIRTUALDOM_BENCH_QUICK=1: the CI smoke, < 2 min
 
-It runs pytest-benchmark with ``--benchmark-json``, then rewrites the part of BENCHMARKS.md
-between the ``generated`` markers (machine, date, exact command, tables); the rest of the file
-(notes written by hand) is kept. Times are medians over the rounds; by default the timer is
-``time.process_time`` (CPU time of the benchmark process), because the machines are shared and
-wall time mostly measures the neighbours; ``--wall`` uses pytest-benchmark's default timer.
+It runs the engine benchmarks (pytest-benchmark with ``--benchmark-json``), then the gateway
+load harness (``python -m benchmarks.load``, its rows in ``.benchmarks/load.json``), then
+rewrites the part of BENCHMARKS.md between the ``generated`` markers (machine, date, exact
+commands, tables); the rest of the file (notes written by hand) is kept. Engine times are
+medians over the rounds; by default the timer is ``time.process_time`` (CPU time of the
+benchmark process), because the machines are shared and wall time mostly measures the
+neighbours; ``--wall`` uses pytest-benchmark's default timer.
 """
 
 from __future__ import annotations
@@ -42,6 +44,9 @@ def main() -> int:
     ap.add_argument("--json", type=Path, default=ROOT / ".benchmarks" / "latest.json")
     ap.add_argument("--out", type=Path, default=ROOT / "BENCHMARKS.md")
     ap.add_argument("--no-write", action="store_true", help="run, but leave BENCHMARKS.md alone")
+    ap.add_argument("--load-json", type=Path, default=ROOT / ".benchmarks" / "load.json")
+    ap.add_argument("--only", choices=["engine", "load"], help="run one half (the other's "
+                    "figures are read from its last JSON file, if any)")  # fmt: skip
     ap.add_argument("pytest_args", nargs="*", help="more pytest arguments (after --)")
     args = ap.parse_args()
 
@@ -63,13 +68,25 @@ def main() -> int:
     print(f"$ {shown}", flush=True)
     load_before = os.getloadavg()
     started = datetime.datetime.now(datetime.UTC)
-    rc = subprocess.run(cmd, cwd=ROOT, env=env, check=False).returncode
+    if args.only != "load":
+        rc = subprocess.run(cmd, cwd=ROOT, env=env, check=False).returncode
+        if rc != 0:
+            print(f"pytest failed with exit code {rc}; BENCHMARKS.md not written", file=sys.stderr)
+            return rc
+    load_cmd = [sys.executable, "-m", "benchmarks.load", f"--json={args.load_json}"]
+    load_shown = ("VIRTUALDOM_BENCH_QUICK=1 " if args.quick else "") + "python -m benchmarks.load"
+    if args.only != "engine":
+        print(f"$ {load_shown}", flush=True)
+        rc = subprocess.run(load_cmd, cwd=ROOT, env=env, check=False).returncode
+        if rc != 0:
+            print(f"the load harness failed ({rc}); BENCHMARKS.md not written", file=sys.stderr)
+            return rc
     elapsed = (datetime.datetime.now(datetime.UTC) - started).total_seconds()
-    if rc != 0:
-        print(f"pytest failed with exit code {rc}; BENCHMARKS.md not written", file=sys.stderr)
-        return rc
+    shown = f"python benchmarks/run.py{' --quick' if args.quick else ''}, which runs:\n" + shown
+    shown += "\n" + load_shown
     data = json.loads(args.json.read_text())
-    text = report(data, shown, started, elapsed, load_before, os.getloadavg(), args.wall)
+    load = json.loads(args.load_json.read_text()) if args.load_json.exists() else None
+    text = report(data, shown, started, elapsed, load_before, os.getloadavg(), args.wall, load)
     print(text)
     if not args.no_write:
         write(args.out, text)
@@ -141,6 +158,7 @@ def report(
     load_before: tuple[float, float, float],
     load_after: tuple[float, float, float],
     wall: bool,
+    load: dict[str, Any] | None = None,
 ) -> str:
     rows: dict[str, dict[str, Any]] = {}
     for bench in data["benchmarks"]:
@@ -165,6 +183,14 @@ def report(
         "```sh",
         command,
         "```",
+        "",
+    ]
+    if load is not None:
+        lines += load_tables(load, rows)
+    lines += [
+        "### Engine (pytest-benchmark, "
+        + ("wall clock" if wall else "CPU time of the benchmark process")
+        + ")",
         "",
         "| Row | Ours (median) | Baseline | Baseline (median) | Ratio | Target |",
         "| --- | --- | --- | --- | --- | --- |",
@@ -226,6 +252,61 @@ def report(
         "gzip-compressed JSON.",
     ]
     return "\n".join(lines) + "\n"
+
+
+def fmt_value(value: float | None, unit: str) -> str:
+    if value is None:
+        return "—"
+    if abs(value) >= 100:
+        text = f"{value:,.0f}"
+    elif abs(value) >= 10:
+        text = f"{value:.1f}"
+    else:
+        text = f"{value:.3g}"
+    return f"{text} {unit}"
+
+
+def load_tables(load: dict[str, Any], engine_rows: dict[str, dict[str, Any]]) -> list[str]:
+    """The gateway load rows (the seed's table first), then every goal of the round."""
+    rows: list[dict[str, Any]] = load["rows"]
+    quick = " — **quick mode** (small sizes: a smoke test, not figures)" if load["quick"] else ""
+    lines = [
+        f"### Gateway load (`python -m benchmarks.load`){quick}",
+        "",
+        "Servers in their own process on one core, load generators on the other (ghz for unary "
+        "rows, Python grpc.aio clients for streams and sessions, websockets clients for the "
+        "peer); every baseline measured in the same run with the same client. Ratio = ours / "
+        "baseline (for a time lower is better, for a rate higher is better).",
+        "",
+        "| Section | Row | Seed target | Ours | Baseline | Baseline figure | Ratio | Goal | Met |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for r in rows:
+        ratio = f"{r['ratio']:.2f}×" if r.get("ratio") is not None else "—"
+        met = {True: "yes", False: "**no**", None: ""}[r.get("met")]
+        lines.append("| " + " | ".join([
+            r["section"], r["name"] + (f" ({r['note']})" if r.get("note") else ""),
+            r.get("seed") or "", fmt_value(r["ours"], r["unit"]), r.get("baseline_name") or "—",
+            fmt_value(r.get("baseline"), r["unit"]) if r.get("baseline") is not None else "—",
+            ratio, r.get("goal") or "", met,
+        ]) + " |")  # fmt: skip
+    goals = [r for r in rows if r.get("goal") and r.get("met") is not None]
+    lines += ["", "#### The goals of this round", "", "| Goal | Ratio in this run | Met |",
+              "| --- | --- | --- |"]  # fmt: skip
+    for r in goals:
+        ratio = f"{r['ratio']:.2f}×" if r.get("ratio") is not None else "—"
+        met = "yes" if r["met"] else "**no**"
+        lines.append(f"| {r['goal']} — {r['name']} | {ratio} | {met} |")
+    trace = engine_rows.get("replay")
+    if trace and trace.get("ours") is not None:
+        base = next((b for b in trace["baselines"] if b["extra_info"]["baseline"]
+                     == "pycrdt Text, txn per edit + update capture"), None)  # fmt: skip
+        if base is not None:
+            ratio = trace["ours"]["stats"]["median"] / base["stats"]["median"]
+            met = "yes" if ratio <= 1.5 else "**no**"
+            lines.append(f"| engine trace replay ≤ 1.5× raw pycrdt (+ update capture) "
+                         f"| {ratio:.2f}× | {met} |")  # fmt: skip
+    return [*lines, ""]
 
 
 def write(path: Path, generated: str) -> None:

@@ -1,0 +1,1 @@
+"""The gateway load harness (benchmarks/README.md, "Load harness")."""

@@ -1,0 +1,46 @@
+"""The gateway as a benchmark subject: ``python -m benchmarks.load.gateway_proc``.
+
+Binds 127.0.0.1 on a free port, prints ``PORT <n>`` once serving, stops on SIGTERM. Settings
+are the defaults of ``virtualdom serve`` (including the access log, written to stderr) unless a
+flag says otherwise; the data folder is the current directory's ``data``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+
+from virtualdom.server.app import Gateway
+from virtualdom.server.config import GatewayConfig
+
+
+async def main(args: argparse.Namespace) -> None:
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    config = GatewayConfig(address="127.0.0.1:0", data_dir=args.data_dir,
+                           access_log=not args.no_access_log)  # fmt: skip
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    gw = Gateway(config)
+    port = await gw.start()
+    print(f"PORT {port}", flush=True)
+    await stop.wait()
+    await gw.stop(grace=1.0)
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--data-dir", default="data")
+    ap.add_argument("--loop", choices=["asyncio", "uvloop"], default="asyncio")
+    ap.add_argument("--no-access-log", action="store_true")
+    a = ap.parse_args()
+    if a.loop == "uvloop":
+        import uvloop
+
+        uvloop.run(main(a))
+    else:
+        asyncio.run(main(a))

@@ -339,9 +339,8 @@ class Replica:
         o = ops[0]
         if type(o) is not dict or o.get("op") != "splice" or not _SPLICE_KEYS.issuperset(o):
             return None
-        raw_path, index, count, text = o.get("path"), o.get("index"), o.get("delete", 0), o.get(
-            "insert", ""
-        )
+        raw_path, index = o.get("path"), o.get("index")
+        count, text = o.get("delete", 0), o.get("insert", "")
         if (
             type(index) is not int or type(count) is not int or type(text) is not str
             or index < 0 or count < 0 or not (count or text) or not text.isascii()

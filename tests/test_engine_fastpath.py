@@ -1,0 +1,219 @@
+"""The one-splice fast path of ``Replica.apply_diff`` (typing into an ASCII text) must be
+indistinguishable from the general path: same documents, clocks, versions, effective diffs,
+errors and updates. Each test drives it next to everything that leaves it (other ops, merges,
+non-ASCII text, contexts, errors, limits, snapshots) and checks the replica after every step.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import bson
+import pytest
+from bson.int64 import Int64
+
+from virtualdom.engine import (
+    EngineError,
+    LimitExceeded,
+    Limits,
+    MalformedDiff,
+    PathError,
+    Replica,
+    TypeMismatch,
+    yupdate,
+)
+
+
+def splice(path: Any, index: Any, delete: Any = 0, insert: Any = "") -> bytes:
+    op = {"op": "splice", "path": path, "index": index, "delete": delete, "insert": insert}
+    return bson.encode({"ops": [op]})
+
+
+def check(r: Replica) -> None:
+    """The mirror equals a fresh reading of the CRDT, and the clock its state vector."""
+    assert bson.encode(r.materialize()) == r.snapshot(), r.actor
+    state = yupdate.decode_state_vector(r.state_vector())
+    assert r.clock() == {r._name(c): n for c, n in state.items() if n}
+
+
+def text_of(r: Replica, field: str = "t") -> Any:
+    return bson.decode(r.snapshot())[field]
+
+
+def test_typing_session_matches_a_model() -> None:
+    rng = random.Random(5)
+    a, b = Replica("alice"), Replica("bob")
+    a.apply_diff(bson.encode({"ops": [{"op": "set", "path": "t", "value": "hello"}]}))
+    b.merge(a.encode_state())
+    model = "hello"
+    seen_versions = []
+    for step in range(1500):
+        roll = rng.random()
+        if roll < 0.55:
+            i = rng.randrange(len(model) + 1)
+            s = rng.choice(["x", "yz", " ", "abc"])
+            change = a.apply_diff(splice("t", i, 0, s))
+            model = model[:i] + s + model[i:]
+        elif roll < 0.8 and model:
+            i = rng.randrange(len(model))
+            n = rng.randrange(1, min(3, len(model) - i) + 1)
+            s = rng.choice(["", "", "q"])
+            change = a.apply_diff(splice("t", i, n, s))
+            model = model[:i] + s + model[i + n :]
+        elif roll < 0.85:
+            change = a.apply_diff(splice("t", 0, 0, "é"))  # non-ASCII: the general path
+            model = "é" + model
+        elif roll < 0.88 and "é" in model:
+            i = model.index("é")
+            change = a.apply_diff(splice("t", i, 1))  # back to ASCII
+            model = model[:i] + model[i + 1 :]
+        elif roll < 0.91:
+            change = a.apply_diff(splice("t", len(model), 0, "!"), a.clock())  # current context
+            model += "!"
+        elif roll < 0.93:
+            change = a.apply_diff(bson.encode({"ops": [{"op": "set", "path": "n", "value": step}]}))
+        elif roll < 0.96:
+            # A concurrent edit by bob, merged.
+            cb = b.apply_diff(splice("t", 0, 0, "B"))
+            assert cb is not None
+            assert a.merge(cb.update)
+            a_before = text_of(a)
+            model = a_before
+            b.merge(a.encode_state())
+            continue
+        else:
+            check(a)
+            continue
+        assert change is not None
+        assert text_of(a) == model
+        assert change.version == a.version and change.clock == a.clock()
+        seen_versions.append((change.version, a.snapshot()))
+        if step % 97 == 0:
+            check(a)
+    check(a)
+    # Past versions replay from history exactly.
+    for version, snap in seen_versions[-40:]:
+        assert a.snapshot(version=version) == snap
+    # bob converges from the updates alone.
+    b.merge(a.encode_state())
+    assert b.snapshot() == a.snapshot() and b.clock() == a.clock()
+
+
+def test_fast_and_general_paths_agree() -> None:
+    """The same edits, once as one-splice diffs (fast) and once each with a no-op second op
+    (general): identical snapshots, clocks, effective diffs and updates."""
+    rng = random.Random(11)
+    fast, slow = Replica("alice"), Replica("alice")
+    for r in (fast, slow):
+        r.apply_diff(bson.encode({"ops": [{"op": "set", "path": "t", "value": "abc"}]}))
+    n = 3
+    for _ in range(400):
+        if rng.random() < 0.6 or n == 0:
+            op = {"op": "splice", "path": "t", "index": rng.randrange(n + 1), "insert": "ab"[
+                rng.randrange(2)
+            ]}  # fmt: skip
+            n += 1
+        else:
+            i = rng.randrange(n)
+            op = {"op": "splice", "path": "t", "index": i, "delete": 1}
+            n -= 1
+        cf = fast.apply_diff(bson.encode({"ops": [op]}))
+        noop = {"op": "splice", "path": "t", "index": 0}
+        cs = slow.apply_diff(bson.encode({"ops": [op, noop]}))
+        assert cf is not None and cs is not None
+        assert (cf.version, cf.clock, cf.diff, cf.update) == (
+            cs.version, cs.clock, cs.diff, cs.update
+        )  # fmt: skip
+    assert fast.snapshot() == slow.snapshot()
+    assert fast.encode_state() == slow.encode_state()
+    assert fast._live is not None  # the fast path was taken
+    check(fast)
+
+
+@pytest.mark.parametrize(
+    ("diff", "error"),
+    [
+        (splice("t", 99, 0, "x"), PathError),
+        (splice("t", 2, 5), PathError),
+        (splice("missing", 0, 0, "x"), PathError),
+        (splice("n", 0, 0, "x"), TypeMismatch),
+        (splice("t", -1, 0, "x"), MalformedDiff),
+        (splice("t", 0, -1, "x"), MalformedDiff),
+        (splice("t", 0, 0, 5), MalformedDiff),
+        (splice("t", 1.0, 0, "x"), MalformedDiff),
+        (splice("t.", 0, 0, "x"), MalformedDiff),
+        (splice("", 0, 0, "x"), MalformedDiff),
+        (
+            bson.encode({"ops": [{"op": "splice", "path": "t", "index": 0, "bogus": 1}]}),
+            MalformedDiff,
+        ),
+        (bson.encode({"ops": [{"op": "splice", "path": "t", "insert": "x"}]}), MalformedDiff),
+    ],
+)
+def test_bad_splices_change_nothing(diff: bytes, error: type[EngineError]) -> None:
+    r = Replica("alice")
+    r.apply_diff(bson.encode({"ops": [{"op": "set", "path": "t", "value": "abc"}]}))
+    r.apply_diff(bson.encode({"ops": [{"op": "set", "path": "n", "value": 1}]}))
+    r.apply_diff(splice("t", 3, 0, "d"))  # the text is live
+    before = (r.snapshot(), r.clock(), r.version, r.encode_state())
+    r.apply_diff(splice("t", 4, 0, "e"))  # ... and stale in the mirror
+    before = (r.snapshot(), r.clock(), r.version, r.encode_state())
+    with pytest.raises(error):
+        r.apply_diff(diff)
+    assert (r.snapshot(), r.clock(), r.version, r.encode_state()) == before
+    check(r)
+
+
+def test_int64_positions_and_array_paths() -> None:
+    r = Replica("alice")
+    r.apply_diff(bson.encode({"ops": [{"op": "set", "path": "a", "value": ["xy", {"t": "q"}]}]}))
+    r.apply_diff(splice("a.0", Int64(1), Int64(1), "Z"))
+    r.apply_diff(splice(["a", 1, "t"], 1, 0, "r"))
+    r.apply_diff(splice("a.1.t", 0, 0, "p"))
+    assert bson.decode(r.snapshot())["a"] == ["xZ", {"t": "pqr"}]
+    check(r)
+
+
+def test_no_op_splice_is_no_change() -> None:
+    r = Replica("alice")
+    r.apply_diff(bson.encode({"ops": [{"op": "set", "path": "t", "value": "abc"}]}))
+    assert r.apply_diff(splice("t", 1)) is None
+    assert r.version == 1
+
+
+def test_limits_hold_on_the_fast_path() -> None:
+    r = Replica("alice", limits=Limits(max_string_chars=5))
+    r.apply_diff(bson.encode({"ops": [{"op": "set", "path": "t", "value": "abc"}]}))
+    r.apply_diff(splice("t", 3, 0, "de"))
+    with pytest.raises(LimitExceeded):
+        r.apply_diff(splice("t", 0, 0, "x"))
+    assert text_of(r) == "abcde"
+    small = Replica("bob", limits=Limits(max_document_bytes=40))
+    small.apply_diff(bson.encode({"ops": [{"op": "set", "path": "t", "value": "abc"}]}))
+    while True:
+        try:
+            small.apply_diff(splice("t", 0, 0, "x"))
+        except LimitExceeded:
+            break
+    assert len(small.snapshot()) <= 40
+    check(small)
+    none = Replica("carol", limits=Limits(max_ops=0))
+    with pytest.raises(LimitExceeded):
+        none.apply_diff(splice("t", 0, 0, "x"))
+
+
+def test_text_with_a_yjs_embed_stays_on_the_general_path() -> None:
+    import pycrdt
+
+    r = Replica("alice")
+    r.apply_diff(bson.encode({"ops": [{"op": "set", "path": "t", "value": "abc"}]}))
+    client = pycrdt.Doc(client_id=77)
+    client.apply_update(r.encode_state())
+    text = client.get("doc", type=pycrdt.Map)["t"]
+    text.insert_embed(1, {"k": 1})
+    r.merge(client.get_update(r.state_vector()))
+    r.apply_diff(splice("t", 0, 0, "x"))
+    assert r._live is None
+    assert text_of(r) == "xabc"
+    check(r)

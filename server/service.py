@@ -24,7 +24,7 @@ from virtualdom.v1 import gateway_pb2 as pb
 
 from .auth import caller
 from .config import GatewayConfig
-from .documents import Call, Documents, Write, WriteResult
+from .documents import Documents, Write, WriteResult
 from .errors import BadRequest, Compacted, NotFound, ShuttingDown, TooMany, status_of
 from .feed import ChangeFeed, Entry, Follower, parse_resume_token, resume_token
 from .store import Store, StoredChange
@@ -163,7 +163,7 @@ class MemoryGateway:
                 state=state,
             )  # fmt: skip
 
-        response: pb.ReadSnapshotResponse = await host.submit(Call(read))
+        response: pb.ReadSnapshotResponse = await host.read(read)
         return response
 
     # -- change streams --------------------------------------------------------------------------
@@ -252,7 +252,7 @@ class MemoryGateway:
                 snapshot_bson=r.snapshot(), resume_token=resume_token(host.last_seq),
             )  # fmt: skip
 
-        event: pb.SnapshotEvent = await host.submit(Call(snap))
+        event: pb.SnapshotEvent = await host.read(snap)
         return event
 
     async def _replay_node(self, node_id: bytes, after_version: int) -> AsyncIterator[list[Entry]]:
@@ -265,7 +265,7 @@ class MemoryGateway:
                 oldest,
             )
         host = await self.documents.host(node_id, create=after_version == 0)
-        current = await host.submit(Call(lambda r: r.version))
+        current = await host.read(lambda r: r.version)
         if after_version > current:
             raise BadRequest(f"from_version {after_version} is beyond the latest {current}")
         v = after_version

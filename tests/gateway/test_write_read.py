@@ -368,3 +368,39 @@ async def test_actor_and_metadata_are_recorded(tmp_path):
         assert (c1.actor, dict(c1.metadata)) == ("alice", {"reason": "init"})
         assert (c2.actor, dict(c2.metadata)) == ("anonymous", {})
         sub.cancel()
+
+
+@async_test()
+async def test_reads_never_see_a_write_that_is_not_durable(tmp_path):
+    """A read that arrives while a write waits for its commit is answered after the commit (a
+    read of an idle document is answered at once, without the actor's mailbox): when that
+    commit fails, the read shows the document without the write."""
+    from virtualdom.server.store import StoreError
+
+    async with gateway(tmp_path) as (gw, stub):
+        await write(stub, NODE, set_("n", 1))
+        assert gw.store is not None and gw.documents is not None
+        host = await gw.documents.host(NODE, create=False)
+        store_append = gw.store.append
+        entered, release = asyncio.Event(), asyncio.Event()
+
+        async def failing_append(changes):  # the real store, made to fail this one commit
+            entered.set()
+            await release.wait()
+            raise StoreError("disk full (test)")
+
+        gw.store.append = failing_append  # type: ignore[method-assign]
+        pending = asyncio.create_task(write(stub, NODE, set_("n", 2)))
+        await entered.wait()
+        assert host.writing  # applied in memory, not durable
+        reading = asyncio.create_task(host.read(lambda r: bson.decode(r.snapshot())["n"]))
+        await asyncio.sleep(0)  # one loop turn: the read has queued itself behind the write
+        assert not reading.done()
+        gw.store.append = store_append  # type: ignore[method-assign]
+        release.set()
+        assert await reading == 1
+        await rpc_error(pending, grpc.StatusCode.UNAVAILABLE, "not stored")
+        host = await gw.documents.host(NODE, create=False)
+        assert not host.writing
+        assert await host.read(lambda r: bson.decode(r.snapshot())["n"]) == 1
+        assert bson.decode((await read(stub, NODE)).snapshot_bson) == {"n": 1}

@@ -776,6 +776,8 @@ class Observability:
         self.tracer: Tracer | None = Tracer(tracing) if tracing != "none" else None
         #: The bound port of the metrics endpoint (None: not serving).
         self.metrics_port: int | None = None
+        #: Metric children per (method, status code), see record().
+        self._children: dict[tuple[str, grpc.StatusCode], tuple[Any, ...]] = {}
 
     def layers(self, *others: Layer) -> list[Layer]:
         """The call pipeline's layers, outermost first: the call observer (it sees every call,
@@ -797,13 +799,26 @@ class Observability:
     def record(self, call: CallInfo, seconds: float) -> None:
         m = self.metrics
         if m is not None:
-            method = call.short_method
-            m.rpcs.labels(method, call.code.name).inc()
-            m.latency.labels(method, call.code.name).observe(seconds)
-            m.received.labels(method).inc(call.req_bytes)
-            m.sent.labels(method).inc(call.resp_bytes)
+            key = (call.method, call.code)
+            children = self._children.get(key)
+            if children is None:
+                # labels() looks its child up under a lock on every call: do it once per
+                # (method, code) pair (a few dozen of them).
+                method = call.short_method
+                children = self._children[key] = (
+                    m.rpcs.labels(method, call.code.name),
+                    m.latency.labels(method, call.code.name),
+                    m.received.labels(method),
+                    m.sent.labels(method),
+                    m.open_streams.labels(method),
+                )
+            rpcs, latency, received, sent, open_streams = children
+            rpcs.inc()
+            latency.observe(seconds)
+            received.inc(call.req_bytes)
+            sent.inc(call.resp_bytes)
             if call.kind != "unary":
-                m.open_streams.labels(method).dec()
+                open_streams.dec()
         if not self.access_log:
             return
         if call.code in SERVER_ERRORS:

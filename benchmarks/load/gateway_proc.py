@@ -9,18 +9,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import signal
-import sys
 
 from virtualdom.server.app import Gateway
 from virtualdom.server.config import GatewayConfig
+from virtualdom.server.observability import configure_logging
 
 
 async def main(args: argparse.Namespace) -> None:
-    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     config = GatewayConfig(address="127.0.0.1:0", data_dir=args.data_dir,
-                           access_log=not args.no_access_log)  # fmt: skip
+                           access_log=not args.no_access_log, event_loop=args.loop)  # fmt: skip
+    # As `virtualdom serve` does: INFO level, so the access log is written (to stderr, which
+    # the harness sends to a file).
+    configure_logging(config.log_level, config.log_format)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

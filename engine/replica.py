@@ -365,16 +365,22 @@ class Replica:
         clock = dict(self._clock)
         ytext = live.ytext
         self._count += 1
-        with self._doc.transaction(origin="local"):
+        # pycrdt's own Rust calls, in one transaction: its Python wrappers open a nested
+        # transaction per call (pycrdt is pinned, and these are the calls its wrappers make).
+        txn = self._doc._doc.create_transaction()
+        try:
             if count:
-                del ytext[index : index + count]
+                ytext.remove_range(txn, index, count)
             if text:
-                ytext.insert(index, text)
+                ytext.insert(txn, index, text, None)
             if not self._registered or not text:
                 # As in _apply_local: register once; a delete-only change ticks the clock.
-                self._actors[self.actor] = self._count
+                self._actors.integrated.insert(txn, self.actor, self._count)
                 self._registered = True
                 clock[self.actor] = clock.get(self.actor, 0) + 1
+            txn.commit()
+        finally:
+            txn.drop()
         # An ASCII insert adds one unit (one UTF-16 code unit) per character to our entry.
         if text:
             clock[self.actor] = clock.get(self.actor, 0) + len(text)
@@ -405,14 +411,14 @@ class Replica:
         # can be read back as the mirror's string.
         if not isinstance(ytext, Text) or len(ytext) != len(s):
             return None
-        self._live = _LiveText(raw_path, norm, parent, key, ytext, len(s))
+        self._live = _LiveText(raw_path, norm, parent, key, ytext, ytext.integrated, len(s))
         return self._live
 
     def _flush(self) -> None:
         """Write the live text back into the mirror (read from pycrdt: O(text), once)."""
         live = self._live
         if live is not None and live.stale:
-            live.parent[live.key] = str(live.ytext)
+            live.parent[live.key] = str(live.text)
             live.stale = False
 
     def _settle(self) -> None:
@@ -581,7 +587,9 @@ class _LiveText:
     path: Path
     parent: Any
     key: str | int
-    ytext: Text
+    text: Text
+    #: pycrdt's Rust object of ``text``
+    ytext: Any
     length: int
     stale: bool = False
 

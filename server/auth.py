@@ -12,7 +12,7 @@ SubscribeChanges, session joins and presence; ``write`` covers WriteDiff and ses
 updates. ``write`` does not imply ``read``. The subject is the caller's actor id: writes and
 session memberships are recorded under it.
 
-The security interceptor (:mod:`.interceptors`) verifies the token once per call and stores a
+The security layer (:mod:`.security_layer`) verifies the token once per call and stores a
 :class:`Caller` in a context variable; handlers ask :func:`caller` and check the node ids they
 touch (``require_read`` / ``require_write``). Every failure is an exception from
 :mod:`.errors` (UNAUTHENTICATED, PERMISSION_DENIED, RESOURCE_EXHAUSTED via the one table).
@@ -153,13 +153,13 @@ _CALLER: contextvars.ContextVar[Caller] = contextvars.ContextVar("virtualdom_cal
 
 
 def current_caller() -> contextvars.ContextVar[Caller]:
-    """The context variable the security interceptor sets for each call."""
+    """The context variable the security layer sets for each call."""
     return _CALLER
 
 
 def caller() -> Caller:
-    """The current call's principal. Fails closed (UNAUTHENTICATED) outside an intercepted
-    call: the gateway always installs the interceptor."""
+    """The current call's principal. Fails closed (UNAUTHENTICATED) outside a call
+    of the pipeline: the gateway always installs the security layer."""
     try:
         return _CALLER.get()
     except LookupError:

@@ -1,15 +1,15 @@
-"""Per-call context variables shared by the gateway's interceptors and handlers.
+"""Per-call context variables shared by the layers of the gateway's call pipeline and its handlers.
 
-Each gRPC call runs in its own asyncio task (interceptors and handler share one context), so
+Each gRPC call runs in its own asyncio task (the layers and the handler share one context), so
 these variables hold the current call's facts for anything that runs inside it:
 
 * :data:`principal` — who the call acts for (a verified token's ``sub``; ``""`` when the call is
-  unauthenticated). The security interceptor sets it; the logging interceptor
+  unauthenticated). The security layer sets it; the observability layer
   (:mod:`.observability`) reads it for the access log, metrics and traces.
-* :data:`peer` — the connection's peer (``ipv4:127.0.0.1:53412``), set by the logging
-  interceptor.
+* :data:`peer` — the connection's peer (``ipv4:127.0.0.1:53412``), set by the observability
+  layer.
 * :data:`request_id` — the call's request id (the request's ``request_id``, the
-  ``x-request-id`` header, or a generated one), set by the logging interceptor; every log line
+  ``x-request-id`` header, or a generated one), set by the observability layer; every log line
   written during the call carries it.
 
 Values are plain strings and never secrets: tokens and payloads do not go here.

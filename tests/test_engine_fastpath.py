@@ -23,6 +23,7 @@ from virtualdom.engine import (
     TypeMismatch,
     yupdate,
 )
+from virtualdom.engine import replica as replica_module
 
 
 def splice(path: Any, index: Any, delete: Any = 0, insert: Any = "") -> bytes:
@@ -41,7 +42,16 @@ def text_of(r: Replica, field: str = "t") -> Any:
     return bson.decode(r.snapshot())[field]
 
 
-def test_typing_session_matches_a_model() -> None:
+@pytest.fixture(params=["default", "rebuild-often"])
+def rebuilds(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Run a test as is, and with the Doc rebuilt every few changes (Replica._rebuild)."""
+    if request.param == "rebuild-often":
+        monkeypatch.setattr(replica_module, "_REBUILD_MIN_CHANGES", 7)
+        monkeypatch.setattr(replica_module, "_REBUILD_BYTES_PER_CHANGE", 1 << 40)
+    return str(request.param)
+
+
+def test_typing_session_matches_a_model(rebuilds: str) -> None:
     rng = random.Random(5)
     a, b = Replica("alice"), Replica("bob")
     a.apply_diff(bson.encode({"ops": [{"op": "set", "path": "t", "value": "hello"}]}))
@@ -100,7 +110,7 @@ def test_typing_session_matches_a_model() -> None:
     assert b.snapshot() == a.snapshot() and b.clock() == a.clock()
 
 
-def test_fast_and_general_paths_agree() -> None:
+def test_fast_and_general_paths_agree(rebuilds: str) -> None:
     """The same edits, once as one-splice diffs (fast) and once each with a no-op second op
     (general): identical snapshots, clocks, effective diffs and updates."""
     rng = random.Random(11)
@@ -217,3 +227,57 @@ def test_text_with_a_yjs_embed_stays_on_the_general_path() -> None:
     assert r._live is None
     assert text_of(r) == "xabc"
     check(r)
+
+
+def test_rebuilt_doc_is_the_same_crdt(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(replica_module, "_REBUILD_MIN_CHANGES", 5)
+    monkeypatch.setattr(replica_module, "_REBUILD_BYTES_PER_CHANGE", 1 << 40)
+    a, b = Replica("alice"), Replica("bob", retain=None)
+    a.apply_diff(bson.encode({"ops": [{"op": "set", "path": "t", "value": "abc"}]}))
+    b.merge(a.encode_state())
+    docs = {id(a._doc)}
+    snaps = {}
+    for i in range(40):
+        change = a.apply_diff(splice("t", i % 3, 0, "x") if i % 4 else splice("t", 0, 1))
+        assert change is not None
+        docs.add(id(a._doc))
+        snaps[change.version] = a.snapshot()
+        b.merge(change.update)
+    assert len(docs) > 5  # rebuilt several times
+    assert b.encode_state() == a.encode_state()
+    assert b.snapshot() == a.snapshot() and b.clock() == a.clock()
+    check(a)
+    check(b)
+    # Past versions of a replica that rebuilt its Doc still replay.
+    for version, snap in snaps.items():
+        assert a.snapshot(version=version) == snap
+
+
+def test_no_rebuild_with_pending_deletes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An update deleting items this replica lacks leaves the delete pending inside pycrdt's
+    Doc; rebuilding from the encoded state would lose it, so such a replica never rebuilds."""
+    monkeypatch.setattr(replica_module, "_REBUILD_MIN_CHANGES", 2)
+    monkeypatch.setattr(replica_module, "_REBUILD_BYTES_PER_CHANGE", 1 << 40)
+    a, b, c = Replica("alice"), Replica("bob"), Replica("carol")
+    base = a.apply_diff(bson.encode({"ops": [{"op": "set", "path": "t", "value": "abc"}]}))
+    assert base is not None
+    b.merge(base.update)
+    c.merge(base.update)
+    typed = a.apply_diff(splice("t", 3, 0, "def"))
+    assert typed is not None
+    b.merge(typed.update)
+    gone = b.apply_diff(splice("t", 2, 3))  # deletes "c" (known to c) and "de" (not yet)
+    assert gone is not None
+    c.merge(gone.update)
+    assert c._no_rebuild
+    doc_before = c._doc
+    for _ in range(6):
+        c.apply_diff(splice("t", 0, 0, "z"))
+    assert c._doc is doc_before
+    c.merge(typed.update)  # the pending delete lands
+    a.merge(gone.update)
+    for r in (a, b):
+        c.merge(r.encode_state())
+    a.merge(c.encode_state())
+    assert bson.decode(c.snapshot())["t"] == bson.decode(a.snapshot())["t"]
+    check(c)

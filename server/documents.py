@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
+import sys
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -120,6 +122,7 @@ class DocumentHost:
     def idle(self, now: float) -> bool:
         return (
             not self.members
+            and not self.writing
             and self.mailbox.empty()
             and now - self.last_used >= self.config.idle_unload_s
         )
@@ -154,6 +157,9 @@ class DocumentHost:
                     _fail(w.future, exc)
             finally:
                 self.writing = False
+                # Idle time counts from the end of a command: a write that took longer than
+                # idle_unload_s must not make its document look idle the moment it is done.
+                self.last_used = time.monotonic()
 
     async def _writes(self, batch: list[Write]) -> None:
         pending: list[tuple[Write, Change, StoredChange]] = []
@@ -294,8 +300,12 @@ async def _load(
         full = await store.changes_of(node_id, 0, snap.version + len(changes) + 1)
         if len(full) == snap.version + len(changes):
             base_state, base_version, changes = b"", 0, full
+    # The stored updates were accepted under the limits already, but a change's CRDT update can
+    # be larger than the diff that made it (a 100 MB document written by one `replace` is a
+    # 228 MB update): replaying the log must not refuse what the gateway acknowledged.
+    replay_limits = dataclasses.replace(config.limits, max_diff_bytes=sys.maxsize)
     replica = Replica.restore(
-        config.actor, base_state, base_version, limits=config.limits,
+        config.actor, base_state, base_version, limits=replay_limits,
         retain=config.retain_in_memory,
     )  # fmt: skip
     for c in changes:
@@ -305,6 +315,7 @@ async def _load(
                 f"stored log of {node_id!r} is inconsistent at version {c.version}"
                 f" (replica at {replica.version})"
             )
+    replica.limits = config.limits
     last_seq = changes[-1].seq if changes else (snap.seq if snap else 0)
     return replica, last_seq, bool(snap or changes), snap_version
 

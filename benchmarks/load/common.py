@@ -127,7 +127,7 @@ class ServerProcess:
         self.log = self.workdir / "server.log"
 
     def start(self, timeout: float = 60.0) -> ServerProcess:
-        env = dict(os.environ, PYTHONPATH=str(ROOT), **(self.env or {}))
+        env = {**os.environ, "PYTHONPATH": str(ROOT), **(self.env or {})}
         cmd = [sys.executable, "-m", self.module, *self.args]
         log = open(self.log, "w")  # noqa: SIM115 - closed in stop()
         self._logf = log

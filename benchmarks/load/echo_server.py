@@ -55,9 +55,9 @@ class Echo(pbg.MemoryGatewayServicer):
         self, request: pb.ReadSnapshotRequest, context: Any
     ) -> pb.ReadSnapshotResponse:
         log = self.docs.get(request.node_id, [])
+        clock = pb.VectorClock(counters={"echo": len(log)})
         return pb.ReadSnapshotResponse(snapshot_bson=log[-1] if log else EMPTY_BSON,
-                                       version=len(log),
-                                       vector_clock=pb.VectorClock(counters={"echo": len(log)}))  # fmt: skip
+                                       version=len(log), vector_clock=clock)  # fmt: skip
 
     async def SubscribeChanges(
         self, request: pb.SubscribeRequest, context: Any

@@ -8,7 +8,7 @@ import bson
 import grpc
 from bson.binary import Binary
 
-from virtualdom.engine import Replica
+from virtualdom.engine import Limits, Replica
 from virtualdom.v1 import gateway_pb2 as pb
 
 from ._support import (
@@ -404,3 +404,47 @@ async def test_reads_never_see_a_write_that_is_not_durable(tmp_path):
         assert not host.writing
         assert await host.read(lambda r: bson.decode(r.snapshot())["n"]) == 1
         assert bson.decode((await read(stub, NODE)).snapshot_bson) == {"n": 1}
+
+
+@async_test()
+async def test_a_write_in_progress_keeps_its_document_loaded_past_the_idle_time(tmp_path):
+    async with gateway(tmp_path) as (gw, stub):
+        await write(stub, NODE, set_("n", 1))
+        assert gw.store is not None and gw.documents is not None
+        host = gw.documents.hosts[NODE]
+        store_append = gw.store.append
+        entered, release = asyncio.Event(), asyncio.Event()
+
+        async def slow_append(changes):  # the real store, its commit held until released
+            entered.set()
+            await release.wait()
+            await store_append(changes)
+
+        gw.store.append = slow_append  # type: ignore[method-assign]
+        pending = asyncio.create_task(write(stub, NODE, set_("n", 2)))
+        await entered.wait()
+        host.last_used -= 3600  # submitted an hour ago, still committing
+        assert await gw.documents.unload_idle() == 0
+        release.set()
+        assert (await pending).new_version == 2
+        assert await gw.documents.unload_idle() == 0  # idle time restarts when the write ends
+        assert gw.documents.hosts[NODE] is host
+
+
+@async_test()
+async def test_a_document_whose_stored_update_is_over_the_diff_limit_loads_again(tmp_path):
+    # One `replace` of many small fields: the CRDT update (each field has its order entry)
+    # is larger than the diff, so the diff fits the limit and the stored update does not.
+    value = {f"field{i}": i for i in range(200)}
+    d = diff({"op": "replace", "value": value})
+    limits = Limits(max_diff_bytes=len(d))
+    async with gateway(tmp_path, limits=limits) as (gw, stub):
+        r = await stub.WriteDiff(pb.WriteDiffRequest(node_id=NODE, diff_bson=d))
+        assert r.new_version == 1 and len(r.update) > len(d)
+        gw.documents.hosts[NODE].last_used -= 3600
+        assert await gw.documents.unload_idle() == 1
+        assert await doc(stub, NODE) == value  # reloaded from the stored log
+        # The limit still applies to what clients send.
+        big = diff(set_("x", "y" * len(d)))
+        await rpc_error(stub.WriteDiff(pb.WriteDiffRequest(node_id=NODE, diff_bson=big)),
+                        grpc.StatusCode.INVALID_ARGUMENT, "max_diff_bytes")  # fmt: skip

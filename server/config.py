@@ -47,8 +47,11 @@ class GatewayConfig:
     #: The event loop: "asyncio" (the standard library's) or "uvloop" (needs the "uvloop" extra;
     #: BENCHMARKS.md measures the difference).
     event_loop: str = "asyncio"
-    #: Response compression offered to clients that accept it ("gzip" or "none").
-    compression: str = "gzip"
+    #: Response compression ("gzip" or "none"). Off by default: gzip is applied to every
+    #: response, small ones included, and costs far more CPU than it saves on a LAN (a 10 MB
+    #: snapshot read took 12x longer with it; BENCHMARKS.md). Turn it on for slow links;
+    #: requests compressed by clients are accepted either way.
+    compression: str = "none"
     #: Engine limits (document, diff, depth, string sizes).
     limits: Limits = field(default_factory=Limits)
 

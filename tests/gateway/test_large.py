@@ -151,7 +151,7 @@ async def test_10_mb_diff(tmp_path):
 async def test_gzip_is_accepted_and_offered(tmp_path):
     text = ("the quick brown fox jumps over the lazy dog " * 250_000)[: 10 * MiB]
     compressible = bson.encode({"ops": [set_("text", text)]})
-    async with gateway(tmp_path) as (gw, _stub):
+    async with gateway(tmp_path, compression="gzip") as (gw, _stub):
         # Accepted: a client sending gzip-compressed requests.
         async with proxied(gw.port, compression=grpc.Compression.Gzip) as (proxy, stub):
             r = await asyncio.wait_for(
@@ -159,8 +159,8 @@ async def test_gzip_is_accepted_and_offered(tmp_path):
             )
             assert r.new_version == 1
             assert proxy.up < len(compressible) / 10, proxy.up
-        # Offered: the default configuration compresses responses for clients that accept
-        # gzip (grpc clients do), so a 10 MiB snapshot crosses the wire in far fewer bytes.
+        # Offered: compression = "gzip" compresses responses for clients that accept gzip
+        # (grpc clients do), so a 10 MiB snapshot crosses the wire in far fewer bytes.
         async with proxied(gw.port) as (proxy, stub):
             snap = await read(stub, NODE)
             assert bson.decode(snap.snapshot_bson)["text"] == text
@@ -168,7 +168,7 @@ async def test_gzip_is_accepted_and_offered(tmp_path):
             gz_down = proxy.down
 
     async with (
-        gateway(tmp_path, compression="none") as (gw, _stub),
+        gateway(tmp_path) as (gw, _stub),  # the default: no compression
         proxied(gw.port) as (proxy, stub),
     ):
         snap = await read(stub, NODE)

@@ -290,7 +290,7 @@ async def test_writes_while_a_subscriber_is_behind_arrive_batched(tmp_path):
 
 
 def _blob(i: int) -> dict[str, Any]:
-    # Incompressible (the gateway offers gzip), so the stream's flow-control window fills.
+    # Incompressible (should the gateway offer gzip), so the stream's flow-control window fills.
     return set_("blob", Binary(os.urandom(64 * 1024) + i.to_bytes(4, "big")))
 
 

@@ -13,10 +13,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import gc
 import logging
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -182,10 +183,12 @@ class DocumentHost:
                         r.version,
                     )
                 if w.update is not None:
-                    change = r.apply_diff(_update_diff(w.update))
+                    with gc_paused(len(w.update)):
+                        change = r.apply_diff(_update_diff(w.update))
                 else:
                     assert w.diff is not None
-                    change = r.apply_diff(w.diff, w.context)
+                    with gc_paused(len(w.diff)):
+                        change = r.apply_diff(w.diff, w.context)
             except (EngineError, VersionMismatch) as exc:
                 w.future.set_exception(exc)
                 continue
@@ -278,6 +281,30 @@ def _update_diff(update: bytes) -> bytes:
     return bson.encode({"update": update})
 
 
+#: Payloads from this size on are applied with the cyclic garbage collector paused.
+GC_PAUSE_BYTES = 1024 * 1024
+
+
+@contextlib.contextmanager
+def gc_paused(nbytes: int) -> Iterator[None]:
+    """Pause the cyclic garbage collector while a large diff or update is applied.
+
+    Applying one allocates a great many objects that all stay alive (they become the
+    document), and the collector would walk them again and again while they are being made:
+    40 % of the time of a 4 MB `replace` (BENCHMARKS.md). Nothing else runs on the event loop
+    meanwhile, and reference counting still frees what dies; the collector runs as usual
+    afterwards.
+    """
+    if nbytes < GC_PAUSE_BYTES or not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+
+
 def _fail(fut: asyncio.Future[Any] | None, exc: BaseException) -> None:
     if fut is not None and not fut.done():
         fut.set_exception(exc)
@@ -309,7 +336,8 @@ async def _load(
         retain=config.retain_in_memory,
     )  # fmt: skip
     for c in changes:
-        applied = replica.merge(c.update)
+        with gc_paused(len(c.update)):
+            applied = replica.merge(c.update)
         if replica.version != c.version or len(applied) != 1:
             raise StoreError(
                 f"stored log of {node_id!r} is inconsistent at version {c.version}"

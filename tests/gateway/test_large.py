@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 
 import bson
 import grpc
+import pytest
 from bson.binary import Binary
 
 from virtualdom.engine import Replica
@@ -211,3 +212,26 @@ async def test_changes_near_the_message_cap_do_not_break_responses_or_sessions(t
         assert (await other.until(lambda u: kind(u) == "change")).change.version == 3
         await author.close()
         await other.close()
+
+
+def test_gc_is_paused_only_around_large_payloads_and_restored() -> None:
+    import gc
+
+    from virtualdom.server.documents import GC_PAUSE_BYTES, gc_paused
+
+    assert gc.isenabled()
+    with gc_paused(GC_PAUSE_BYTES - 1):
+        assert gc.isenabled()
+    with gc_paused(GC_PAUSE_BYTES):
+        assert not gc.isenabled()
+    assert gc.isenabled()
+    with pytest.raises(ValueError), gc_paused(GC_PAUSE_BYTES):
+        raise ValueError("a refused diff")
+    assert gc.isenabled()
+    gc.disable()  # paused by someone else: left as it was
+    try:
+        with gc_paused(GC_PAUSE_BYTES):
+            assert not gc.isenabled()
+        assert not gc.isenabled()
+    finally:
+        gc.enable()

@@ -70,7 +70,7 @@ async def main(args: argparse.Namespace) -> None:
     async with WebsocketServer(rooms_ready=True, auto_clean_rooms=True) as ws_server:
 
         async def handler(ws: ServerConnection) -> None:
-            await ws_server.serve(WebsocketsChannel(ws))  # type: ignore[arg-type]
+            await ws_server.serve(WebsocketsChannel(ws))
 
         # max_size: the trace's whole document (~100 KB) fits the default 1 MiB; raised so a
         # late joiner's sync step 2 of a bigger room is never what fails.

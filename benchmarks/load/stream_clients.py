@@ -333,7 +333,7 @@ class Member:
     def __init__(self, api: Api, node_id: bytes, actor: str, window: int = 64):
         self.node_id = node_id
         self.actor = actor
-        self.call = api.session()
+        self.call = api.session(None)  # no request iterator: written with call.write()
         self.seq = itertools.count(1)
         self.acks = Progress()
         self.seen = Progress()

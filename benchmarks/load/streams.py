@@ -33,14 +33,14 @@ import json
 import os
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import bson
 
 from benchmarks.load import common
-from benchmarks.load.common import Row, percentile
+from benchmarks.load.common import Row, median, percentile
 from benchmarks.load.stream_clients import (
     Api,
     Barrier,
@@ -121,8 +121,9 @@ def cpu_seconds(pid: int) -> float:
 
 
 class Meter:
-    """Wall time and the CPU the client (this process) and the server spent in a phase: which
-    side was saturated is part of what a figure means."""
+    """Wall time and the CPU the client (this process) and the server spent in the phases it
+    measured (they add up): which side was saturated is part of what a figure means, and CPU
+    time per operation is the figure least blurred by other work on a shared machine."""
 
     def __init__(self, server_pid: int):
         self.pid = server_pid
@@ -134,9 +135,9 @@ class Meter:
         try:
             yield self
         finally:
-            self.wall = now() - w
-            self.client = time.process_time() - c
-            self.server = cpu_seconds(self.pid) - s
+            self.wall += now() - w
+            self.client += time.process_time() - c
+            self.server += cpu_seconds(self.pid) - s
 
     def shares(self) -> dict[str, float]:
         """CPU used per wall second (1.0 = a whole core)."""
@@ -144,6 +145,14 @@ class Meter:
         return {
             "client_core": round(self.client / wall, 2),
             "server_core": round(self.server / wall, 2),
+        }
+
+    def per(self, n: int, unit: str = "us") -> dict[str, float]:
+        """CPU per operation, client and server, in µs (or ms)."""
+        scale = 1e6 if unit == "us" else 1e3
+        return {
+            f"server_cpu_{unit}_per_op": round(self.server / n * scale, 1),
+            f"client_cpu_{unit}_per_op": round(self.client / n * scale, 1),
         }
 
 
@@ -175,30 +184,58 @@ async def timed(aw: Awaitable[T]) -> tuple[T, float]:
 # -- 1. subscription setup ------------------------------------------------------------------------
 
 
-async def setup_latency(target: str, calls: int) -> dict[str, float]:
-    """Call → first message, one subscription at a time (each cancelled before the next)."""
+Samples = dict[str, list[float]]
+
+
+async def alternate(
+    targets: dict[str, str], measure: Callable[[str, int], Awaitable[Samples]], n: int, passes: int
+) -> dict[str, Samples]:
+    """``n`` samples per server, taken in ``passes`` passes that alternate between the servers
+    (ours, echo, ours, echo, ...): load from other work on the shared machine then falls on
+    both sides of a ratio alike instead of on whichever ran during a busy spell."""
+    out: dict[str, Samples] = {who: {} for who in targets}
+    for i in range(passes):
+        for who, target in targets.items():
+            share = n // passes + (1 if i < n % passes else 0)
+            for key, values in (await measure(target, share)).items():
+                out[who].setdefault(key, []).extend(values)
+    return out
+
+
+def summary(samples: Samples) -> dict[str, float]:
+    """p50 and p99 (ms) of each series."""
+    out = {}
+    for key, values in samples.items():
+        out[f"{key}_p50"] = p(values, 50)
+        out[f"{key}_p99"] = p(values, 99)
+    return out
+
+
+SMALL_DOC = bson.encode(
+    {
+        "ops": [
+            {"op": "set", "path": "title", "value": "hello"},
+            {"op": "set", "path": "tags", "value": ["a", "b"]},
+            {"op": "set", "path": "n", "value": 1},
+        ]
+    }
+)
+
+
+async def setup_samples(target: str, calls: int) -> Samples:
+    """Call → first message, one subscription at a time (each cancelled before the next), on a
+    small document made by one change: with send_snapshot (first message: the snapshot) and
+    from_version=0 (first message: that change)."""
     async with apis(target) as (api,):
-        node = b"setup/doc"
-        # A small document (a few fields) made by one change.
-        await api.put(
-            node,
-            bson.encode(
-                {
-                    "ops": [
-                        {"op": "set", "path": "title", "value": "hello"},
-                        {"op": "set", "path": "tags", "value": ["a", "b"]},
-                        {"op": "set", "path": "n", "value": 1},
-                    ]
-                }
-            ),
-        )
-        out: dict[str, float] = {}
+        node = f"setup/{next(NAMES)}".encode()
+        await api.put(node, SMALL_DOC)
+        out: Samples = {}
         for label, request in (
             ("snapshot", pb.SubscribeRequest(node_id=node, send_snapshot=True)),
             ("from0", pb.SubscribeRequest(node_id=node, from_version=0)),
         ):
-            samples = []
-            for i in range(calls + 10):  # the first 10 warm the connection and handlers
+            samples = out[label] = []
+            for i in range(calls + 5):  # the first 5 warm the connection and handlers
                 t = now()
                 call = api.subscribe(request)
                 first = await asyncio.wait_for(call.read(), 30)
@@ -206,28 +243,27 @@ async def setup_latency(target: str, calls: int) -> dict[str, float]:
                 call.cancel()
                 assert isinstance(first, pb.ChangeEvent), first
                 assert first.snapshots or first.changes, first
-                if i >= 10:
+                if i >= 5:
                     samples.append(elapsed)
-            out[f"{label}_p50"] = p(samples, 50)
-            out[f"{label}_p99"] = p(samples, 99)
         return out
 
 
 # -- 2. write → subscriber latency ----------------------------------------------------------------
 
 
-async def delivery_latency(target: str, writes: int) -> dict[str, float]:
+async def latency_samples(target: str, writes: int) -> Samples:
     """One writer, one subscriber on another connection; one write at a time, the next sent
-    once the subscriber has the previous one. Also the unary round trip with no subscriber."""
+    once the subscriber has the previous one ("deliver": send → the subscriber has it; "ack":
+    the writer's round trip meanwhile). Also "rtt": the unary round trip of the same writes to
+    a document nobody follows."""
     async with apis(target, 2) as (writer, reader):
-        # The bare unary round trip (no subscriber on the document).
-        plain = b"latency/plain"
+        plain = f"latency/plain/{next(NAMES)}".encode()
         rtts = []
-        for i in range(writes + 20):
+        for i in range(writes + 5):
             _, rtt = await timed(writer.put(plain, set_diff("n", i)))
-            if i >= 20:
+            if i >= 5:
                 rtts.append(rtt)
-        node = b"latency/doc"
+        node = f"latency/{next(NAMES)}".encode()
         base = (await writer.put(node, set_diff("n", 0))).new_version
         arrivals: dict[int, float] = {}
         sub = Subscriber(
@@ -236,24 +272,18 @@ async def delivery_latency(target: str, writes: int) -> dict[str, float]:
         await sub.opened  # the snapshot came: the subscription is registered
         lat, acks = [], []
         try:
-            for i in range(1, writes + 21):
+            for i in range(1, writes + 6):
                 t = now()
                 r = await writer.put(node, set_diff("n", i))
                 ack = now() - t
                 assert r.new_version == base + i, (r.new_version, base, i)
                 await sub.progress.wait(r.new_version)
-                if i > 20:
+                if i > 5:
                     lat.append(arrivals[r.new_version] - t)
                     acks.append(ack)
         finally:
             await cancel_all([sub])
-        return {
-            "rtt_p50": p(rtts, 50),
-            "rtt_p99": p(rtts, 99),
-            "deliver_p50": p(lat, 50),
-            "deliver_p99": p(lat, 99),
-            "ack_with_sub_p50": p(acks, 50),
-        }
+        return {"rtt": rtts, "deliver": lat, "ack_with_sub": acks}
 
 
 # -- 3. delivered events/s ------------------------------------------------------------------------
@@ -295,6 +325,7 @@ async def live_and_catchup(
                 "events_per_message": round(events / messages, 1),
                 "writes_per_s": round(writes / wrote),
                 **meter.shares(),
+                **meter.per(events),
             }
         # Catch-up over the first live document's log.
         total = (
@@ -315,6 +346,7 @@ async def live_and_catchup(
             "messages_per_s": round(sub.messages / elapsed),
             "events_per_message": round(sub.events / sub.messages, 1),
             **meter.shares(),
+            **meter.per(sub.events),
         }
     return out
 
@@ -322,9 +354,33 @@ async def live_and_catchup(
 # -- 4. fan-out -----------------------------------------------------------------------------------
 
 
-async def fanout_grpc(
-    target: str, pid: int, n: int, rounds: int, connections: int
-) -> dict[str, Any]:
+@dataclass
+class FanoutRuns:
+    """Fan-out samples of one server and client shape, added up over passes."""
+
+    pid: int
+    samples: list[float] = field(default_factory=list)
+    opens: list[float] = field(default_factory=list)
+    meter: Meter = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.meter = Meter(self.pid)
+
+    def result(self) -> dict[str, Any]:
+        # Round 0 of each pass warms up and is not a sample, but its CPU is in the meter:
+        # a small overestimate of the CPU per write, alike for every server.
+        return {
+            "p50": p(self.samples, 50),
+            "p99": p(self.samples, 99),
+            "min": p(self.samples, 0),
+            "writes": len(self.samples),
+            "open_s": round(median(self.opens), 2),
+            **self.meter.shares(),
+            **self.meter.per(len(self.samples), "ms"),
+        }
+
+
+async def fanout_grpc(target: str, runs: FanoutRuns, n: int, rounds: int, connections: int) -> None:
     """``n`` subscribers over ``connections`` connections; per round one write, timed from
     sending it until the last subscriber has it."""
     async with apis(target, connections + 1) as channels:
@@ -336,11 +392,9 @@ async def fanout_grpc(
         subs = await subscribe_many(
             readers, pb.SubscribeRequest(node_id=node, send_snapshot=True), n, barrier
         )
-        opened = now() - t_open
-        samples = []
-        meter = Meter(pid)
+        runs.opens.append(now() - t_open)
         try:
-            with meter.measure():
+            with runs.meter.measure():
                 for r in range(rounds + 1):  # round 0 warms up
                     version += 1
                     barrier.expect(version, subs, key=lambda s: s.version)
@@ -350,32 +404,23 @@ async def fanout_grpc(
                     )
                     assert resp.new_version == version, (resp.new_version, version)
                     if r:
-                        samples.append(done - t)
+                        runs.samples.append(done - t)
         finally:
             await cancel_all(subs)
-        return {
-            "p50": p(samples, 50),
-            "p99": p(samples, 99),
-            "min": p(samples, 0),
-            "open_s": round(opened, 2),
-            **meter.shares(),
-        }
 
 
-async def fanout_peer(port: int, pid: int, n: int, rounds: int) -> dict[str, Any]:
+async def fanout_peer(port: int, runs: FanoutRuns, n: int, rounds: int) -> None:
     """The same with pycrdt-websocket: ``n`` room clients, one more client writes (a Yjs map
     update); timed from sending it until the last of the ``n`` has the update."""
     url = f"ws://127.0.0.1:{port}/fanout-{next(NAMES)}"
     barrier = Barrier()
     t_open = now()
     receivers = await ws_connect_many(url, n, barrier)
-    opened = now() - t_open
+    runs.opens.append(now() - t_open)
     editor = YEditor()
     writer = await ws_open(url)
-    samples = []
-    meter = Meter(pid)
     try:
-        with meter.measure():
+        with runs.meter.measure():
             for r in range(rounds + 1):
                 barrier.expect(r + 1, receivers, key=lambda c: c.updates.value)
                 message = editor.set("n", r + 1)
@@ -383,16 +428,9 @@ async def fanout_peer(port: int, pid: int, n: int, rounds: int) -> dict[str, Any
                 await writer.ws.send(message)
                 done = await barrier.wait()
                 if r:
-                    samples.append(done - t)
+                    runs.samples.append(done - t)
     finally:
         await asyncio.gather(writer.close(), *(c.close() for c in receivers))
-    return {
-        "p50": p(samples, 50),
-        "p99": p(samples, 99),
-        "min": p(samples, 0),
-        "open_s": round(opened, 2),
-        **meter.shares(),
-    }
 
 
 # -- 5. many subscriptions on one connection ------------------------------------------------------
@@ -419,13 +457,15 @@ async def many_streams(
         rss1, peak1 = server.rss()
         client1 = common.rss_bytes(os.getpid())[0]
         samples = []
+        writes = Meter(server.pid)
         try:
-            for r in range(3):
-                version += 1
-                barrier.expect(version, subs, key=lambda s: s.version)
-                t = now()
-                await asyncio.gather(writer.put(node, set_diff("n", r + 1)), barrier.wait())
-                samples.append(now() - t)
+            with writes.measure():
+                for r in range(3):
+                    version += 1
+                    barrier.expect(version, subs, key=lambda s: s.version)
+                    t = now()
+                    await asyncio.gather(writer.put(node, set_diff("n", r + 1)), barrier.wait())
+                    samples.append(now() - t)
             live = sum(1 for s in subs if s.version == version)
             rss2, peak2 = server.rss()
         finally:
@@ -444,6 +484,7 @@ async def many_streams(
             "peak_mb": round(max(peak1, peak2) / 2**20, 1),
             "kib_per_stream": round((rss1 - rss0) / n / 1024, 2),
             "write_to_all_ms": [ms(s) for s in samples],
+            "write_to_all_cpu": writes.per(len(samples), "ms"),
             "client_rss_growth_mb": round((client1 - client0) / 2**20, 1),
         }
 
@@ -510,6 +551,7 @@ async def session_grpc(
             "edits_per_s": round(len(diffs) / elapsed),
             "seconds": round(elapsed, 2),
             **meter.shares(),
+            **meter.per(len(diffs)),
         }
         if verify is not None:
             snap = await setup.read(pb.ReadSnapshotRequest(node_id=node))
@@ -562,6 +604,7 @@ async def session_peer(
         "seconds": round(elapsed, 2),
         "text_ok": ok,
         **meter.shares(),
+        **meter.per(len(edits)),
     }
 
 
@@ -595,11 +638,13 @@ async def _main(quick: bool) -> list[Row]:
     load_start = machine_load()
     with common.gateway() as gw, common.echo() as ec, peer_process() as peer:
         servers = {"ours": gw, "echo": ec}
-        for who, srv in servers.items():
-            fig[who]["setup"] = await setup_latency(srv.target, plan.setup_calls)
+        targets = {who: srv.target for who, srv in servers.items()}
+        for who, samples in (await alternate(targets, setup_samples, plan.setup_calls, 3)).items():
+            fig[who]["setup"] = summary(samples)
             _log(f"setup {who}: {fig[who]['setup']}")
-        for who, srv in servers.items():
-            fig[who]["latency"] = await delivery_latency(srv.target, plan.latency_writes)
+        by = await alternate(targets, latency_samples, plan.latency_writes, 3)
+        for who, samples in by.items():
+            fig[who]["latency"] = summary(samples)
             _log(f"latency {who}: {fig[who]['latency']}")
         for who, srv in servers.items():
             fig[who]["events"] = await live_and_catchup(
@@ -610,14 +655,30 @@ async def _main(quick: bool) -> list[Row]:
                 plan.write_concurrency,
             )
             _log(f"events {who}: {fig[who]['events']}")
-        n, rounds = plan.fanout_subscribers, plan.fanout_rounds
-        for who, srv in servers.items():
-            fig[who]["fanout"] = await fanout_grpc(srv.target, srv.pid, n, rounds, n)
-            _log(f"fanout {who}: {fig[who]['fanout']}")
-            fig[who]["fanout1"] = await fanout_grpc(srv.target, srv.pid, n, rounds, 1)
-            _log(f"fanout one connection {who}: {fig[who]['fanout1']}")
-        fig["peer"]["fanout"] = await fanout_peer(peer.port, peer.pid, n, rounds)
-        _log(f"fanout peer: {fig['peer']['fanout']}")
+        n, passes = plan.fanout_subscribers, 3
+        rounds = -(-plan.fanout_rounds // passes)
+        runs = {
+            "ours": FanoutRuns(gw.pid),
+            "echo": FanoutRuns(ec.pid),
+            "peer": FanoutRuns(peer.pid),
+            "ours1": FanoutRuns(gw.pid),
+            "echo1": FanoutRuns(ec.pid),
+        }
+        for _ in range(passes):  # alternating, as in alternate()
+            await fanout_grpc(gw.target, runs["ours"], n, rounds, n)
+            await fanout_grpc(ec.target, runs["echo"], n, rounds, n)
+            await fanout_peer(peer.port, runs["peer"], n, rounds)
+            await fanout_grpc(gw.target, runs["ours1"], n, rounds, 1)
+            await fanout_grpc(ec.target, runs["echo1"], n, rounds, 1)
+        for key, who, dest in (
+            ("ours", "ours", "fanout"),
+            ("echo", "echo", "fanout"),
+            ("peer", "peer", "fanout"),
+            ("ours1", "ours", "fanout1"),
+            ("echo1", "echo", "fanout1"),
+        ):
+            fig[who][dest] = runs[key].result()
+            _log(f"{dest} {who}: {fig[who][dest]}")
 
         edits, expected, raw_rate = trace_workload(plan.trace_edits)
         fig["raw"] = {"edits_per_s": round(raw_rate)}
@@ -632,6 +693,11 @@ async def _main(quick: bool) -> list[Row]:
         with start() as srv:
             fig[who]["streams"] = await many_streams(srv, plan.streams)
         _log(f"streams {who}: {fig[who]['streams']}")
+    # The same with heartbeats an hour apart: what the subscriptions cost without the default
+    # heartbeat (one Progress message per idle stream every 5 s: 2,000 messages/s at 10,000).
+    with common.gateway() as srv:
+        fig["ours"]["streams_quiet"] = await many_streams(srv, plan.streams, 3_600_000)
+    _log(f"streams ours, heartbeat 1 h: {fig['ours']['streams_quiet']}")
     rows.extend(_rows(fig, plan))
     load = f"start: {load_start}; end: {machine_load()}"
     _log(f"machine {load}")
@@ -731,8 +797,9 @@ def _rows(fig: dict[str, dict[str, Any]], plan: Plan) -> list[Row]:
             goal="ahead of pycrdt-websocket",
             met=fo["p50"] < fw["p50"],
             note=(
-                f"one connection per subscriber; p50 of {plan.fanout_rounds} writes; ours durable"
-                " (fsync) before publishing, the peer stores nothing"
+                f"one connection per subscriber; p50 of {fo['writes']} writes in 3 passes"
+                " alternating ours/echo/peer; ours durable (fsync) before publishing, the peer"
+                " stores nothing"
             ),
             extra={
                 "ours": fo,
@@ -751,7 +818,28 @@ def _rows(fig: dict[str, dict[str, Any]], plan: Plan) -> list[Row]:
             fo["p50"],
             baseline=fe["p50"],
             baseline_name=ECHO,
-            note="as above",
+            note="as above; extra: both with all subscribers on one connection",
+            extra={"ours_one_connection": o["fanout1"], "echo_one_connection": e["fanout1"]},
+        )
+    )
+    cpu = "server_cpu_ms_per_op"
+    rows.append(
+        Row(
+            SECTION,
+            f"Fan-out of one write to {n:,} subscribers: server CPU per write",
+            "ms",
+            fo[cpu],
+            baseline=fw[cpu],
+            baseline_name=PEER,
+            note=(
+                "server process CPU time / writes over the fan-out rounds (/proc): the figure"
+                f" least blurred by other work on the machine; echo {fe[cpu]} ms"
+            ),
+            extra={
+                "echo": fe[cpu],
+                "ours_one_connection": o["fanout1"][cpu],
+                "echo_one_connection": e["fanout1"][cpu],
+            },
         )
     )
     so, se = o["streams"], e["streams"]
@@ -767,7 +855,7 @@ def _rows(fig: dict[str, dict[str, Any]], plan: Plan) -> list[Row]:
             goal="10,000 subscriptions on one connection",
             met=(so["live"] == so["streams"]) if so["streams"] >= 10_000 else None,
             note="RSS growth / streams; every stream then received 3 writes",
-            extra={"ours": so, "echo": se},
+            extra={"ours": so, "echo": se, "ours_heartbeat_1h": o["streams_quiet"]},
         )
     )
     rows.append(
@@ -779,6 +867,8 @@ def _rows(fig: dict[str, dict[str, Any]], plan: Plan) -> list[Row]:
             sorted(so["write_to_all_ms"])[1],
             baseline=sorted(se["write_to_all_ms"])[1],
             baseline_name=ECHO,
+            note="default heartbeat (5 s); extra: the same with heartbeats an hour apart",
+            extra={"ours_heartbeat_1h_ms": o["streams_quiet"]["write_to_all_ms"]},
         )
     )
     ss, sse, ssw = o["session"], e["session"], w["session"]
@@ -786,6 +876,18 @@ def _rows(fig: dict[str, dict[str, Any]], plan: Plan) -> list[Row]:
     common_note = (
         f"{edits} split in turns of {plan.block} between two members, up to"
         f" {plan.window} unacknowledged each; final text checked"
+    )
+    rows.append(
+        Row(
+            SECTION,
+            "Session, trace, 2 members: server CPU per edit",
+            "µs",
+            ss["server_cpu_us_per_op"],
+            baseline=ssw["server_cpu_us_per_op"],
+            baseline_name=f"{PEER} (two Yjs clients)",
+            note=f"server process CPU time / edits; echo {sse['server_cpu_us_per_op']} µs",
+            extra={"echo": sse["server_cpu_us_per_op"]},
+        )
     )
     for base, name, extra_note in (
         (ssw, f"{PEER} (two Yjs clients)", "the peer's window counts its broadcast echoes"),

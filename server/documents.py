@@ -141,6 +141,7 @@ class DocumentHost:
                     cmd.future.set_result(cmd.fn(self.replica))
                 except BaseException as exc:  # delivered to the caller
                     cmd.future.set_exception(exc)
+                del cmd  # see below
                 continue
             batch: list[Write] = [cmd]
             # Consecutive writes share one durable commit.
@@ -161,6 +162,10 @@ class DocumentHost:
                 # Idle time counts from the end of a command: a write that took longer than
                 # idle_unload_s must not make its document look idle the moment it is done.
                 self.last_used = time.monotonic()
+            # While it waits for the next command, the actor must not keep the last one (its
+            # request and, through its future, its result): a 100 MB write is its 100 MB diff
+            # plus the stored change's diff and update, held for as long as the document idles.
+            del cmd, batch
 
     async def _writes(self, batch: list[Write]) -> None:
         pending: list[tuple[Write, Change, StoredChange]] = []

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -40,6 +41,11 @@ def parse_resume_token(token: bytes) -> int:
     return int.from_bytes(token, "big")
 
 
+#: A change whose diff and update reach this many bytes together is kept whole in the window
+#: only until every follower of its document has taken it (see ChangeFeed.read).
+LARGE_CHANGE_BYTES = 1 << 20
+
+
 @dataclass(slots=True)
 class Entry:
     """One committed change, with its encodings cached."""
@@ -48,10 +54,24 @@ class Entry:
     origin: str = ""
     _with_update: bytes | None = None
     _without_update: bytes | None = None
+    #: The diff and update (and their encodings) were dropped: read the change from the store.
+    hollow: bool = False
 
     @property
     def seq(self) -> int:
         return self.change.seq
+
+    @property
+    def large(self) -> bool:
+        c = self.change
+        return len(c.diff_bson) + len(c.update) >= LARGE_CHANGE_BYTES
+
+    def hollow_out(self) -> None:
+        """Drop the payload. A copy of the change without it: the StoredChange itself is the
+        writer's (its response may still be using it)."""
+        self.change = dataclasses.replace(self.change, diff_bson=b"", update=b"")
+        self._with_update = self._without_update = None
+        self.hollow = True
 
     def message(self, include_update: bool) -> pb.Change:
         c = self.change
@@ -106,7 +126,14 @@ class Follower:
 
 
 class ChangeFeed:
-    """A bounded window of recent committed changes, in seq order."""
+    """A bounded window of recent committed changes, in seq order.
+
+    A large change (a 100 MB document written by one ``replace`` is a 100 MB diff and a 228 MB
+    update) is not kept whole for as long as it stays in the window: once no registered
+    follower of its document still has to take it (at once, when there is none), its payload
+    is dropped, and a follower that reaches it later (a resume token, a session catching up)
+    reads it from the store, as it would a change older than the window.
+    """
 
     def __init__(self, capacity: int = 20_000):
         self.capacity = capacity
@@ -116,6 +143,8 @@ class ChangeFeed:
         self._by_node: dict[bytes, set[Follower]] = {}
         self._by_prefix: set[Follower] = set()
         self.listeners: list[Callable[[list[Entry]], None]] = []
+        #: Large entries still whole, with the followers that have yet to take them.
+        self._large: list[tuple[Entry, set[Follower]]] = []
 
     def set_head(self, seq: int) -> None:
         self.head = max(self.head, seq)
@@ -130,6 +159,13 @@ class ChangeFeed:
             drop = len(self._entries) - self.capacity
             del self._seqs[:drop]
             del self._entries[:drop]
+            if self._large:
+                # Out of the window: its followers take it from the store now.
+                start = self.window_start()
+                for e, _ in self._large:
+                    if e.seq <= start:
+                        e.hollow_out()
+                self._large = [(e, w) for e, w in self._large if e.seq > start]
         for e in entries:
             for f in self._by_node.get(e.change.node_id, ()):
                 f.wake.set()
@@ -139,14 +175,41 @@ class ChangeFeed:
                     f.wake.set()
         for listener in self.listeners:
             listener(entries)
+        for e in entries:
+            if e.large:
+                # Its followers now: the only ones that will take it from the window (a later
+                # one starts at the head, or from an older position through the store).
+                waiting = set(self._by_node.get(e.change.node_id, ()))
+                waiting.update(f for f in self._by_prefix if f.matches(e.change.node_id))
+                if waiting:
+                    self._large.append((e, waiting))
+                else:
+                    e.hollow_out()
+
+    def _taken(self, follower: Follower, after: int | None) -> None:
+        """``follower`` has taken every change up to ``after`` (None: it left): hollow out the
+        large entries no follower still waits for."""
+        keep = []
+        for e, waiting in self._large:
+            if follower in waiting and (after is None or after >= e.seq):
+                waiting.discard(follower)
+            if waiting:
+                keep.append((e, waiting))
+            else:
+                e.hollow_out()
+        self._large = keep
 
     def window_start(self) -> int:
         """Entries with seq > this are all in the window (when it is not empty)."""
         return self._seqs[0] - 1 if self._seqs else self.head
 
     def read(self, after: int, follower: Follower, limit: int) -> list[Entry] | None:
-        """Matching entries with seq > ``after``; None when ``after`` is older than the window."""
+        """Matching entries with seq > ``after``; None when ``after`` is older than the window,
+        or when the first matching entry is a hollowed-out large one (the caller reads from
+        the store in both cases)."""
         follower.position = after
+        if self._large:
+            self._taken(follower, after)
         if after < self.window_start():
             return None
         i = bisect.bisect_right(self._seqs, after)
@@ -155,6 +218,10 @@ class ChangeFeed:
         while i < len(entries) and len(out) < limit:
             e = entries[i]
             if follower.matches(e.change.node_id):
+                if e.hollow:
+                    if not out:
+                        return None
+                    break  # the entries before it now; it comes from the store next time
                 out.append(e)
             i += 1
         if not out:
@@ -185,3 +252,5 @@ class ChangeFeed:
                     del self._by_node[f.node_id]
         else:
             self._by_prefix.discard(f)
+        if self._large:
+            self._taken(f, None)

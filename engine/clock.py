@@ -23,6 +23,13 @@ def client_id_for(actor: str) -> int:
     return int.from_bytes(digest, "big") & ((1 << 53) - 1)
 
 
+def tick_client_for(actor: str) -> int:
+    """The second Yjs client id of an actor, under which its delete-only changes tick its clock
+    (docs/ARCHITECTURE.md, "Vector clocks and versions"): 53 bits of another hash of the name."""
+    digest = hashlib.blake2b(actor.encode(), digest_size=8, person=b"vdom-tick").digest()
+    return int.from_bytes(digest, "big") & ((1 << 53) - 1)
+
+
 def clock_key(clock: Mapping[str, int]) -> ClockKey:
     """A hashable, canonical form of a clock (zero entries dropped)."""
     return tuple(sorted((a, n) for a, n in clock.items() if n))

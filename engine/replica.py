@@ -25,7 +25,15 @@ from typing import Any
 from pycrdt import Array, Doc, Map, Text, TransactionEvent
 
 from . import yupdate
-from .clock import ANONYMOUS, VectorClock, client_id_for, clock_key, validate_clock
+from .clock import (
+    ANONYMOUS,
+    ClockKey,
+    VectorClock,
+    client_id_for,
+    clock_key,
+    tick_client_for,
+    validate_clock,
+)
 from .diff import Op, ParsedDiff, Path, encode_ops, parse_diff, parse_path
 from .errors import (
     CausalityError,
@@ -96,6 +104,18 @@ class Replica:
         self.actor = actor
         self.limits = limits or Limits()
         self.client_id = client_id_for(actor)
+        #: Our delete-only changes tick the clock under this second client (see _tick).
+        self.tick_id = tick_client_for(actor)
+        #: Our clocks in the Yjs state vector: the main client's, and the tick client's.
+        self._own_main = 0
+        self._ticks = 0
+        #: Whether our next change adding structs must carry a marker needing our last tick,
+        #: and whether our next tick must carry one needing our main clock (see _order).
+        self._tick_marker_due = False
+        self._main_marker_due = True
+        # Our two client ids as lib0 varints, for the tick update and the ordering markers.
+        self._main_enc = _varuint(self.client_id)
+        self._tick_enc = _varuint(self.tick_id)
         self._doc: Doc[Any] = Doc(client_id=self.client_id)
         self._root: Map[Any] = self._doc.get(ROOT, type=Map)
         self._actors: Map[Any] = self._doc.get(ACTORS, type=Map)
@@ -104,6 +124,10 @@ class Replica:
         self._size = 5
         self._count = 0
         self._names: dict[int, str] = {}
+        #: The last clock key the fast path built, and our entry's index in it.
+        self._key: ClockKey | None = None
+        self._key_at = 0
+        self._known: set[str] = set()
         self._pending: dict[bytes, yupdate.UpdateInfo] = {}
         #: (path, pycrdt Text) of the last text spliced: typing splices one text over and over,
         #: and each Map lookup costs a pycrdt transaction. Dropped by anything that may replace
@@ -143,6 +167,8 @@ class Replica:
         replica._mirror = replica.materialize()
         replica._registered = actor in replica._actors
         replica._clock = None
+        replica.clock()  # reads our own clocks (_own_main, _ticks) from the state vector
+        replica._tick_marker_due = replica._ticks > 0
         replica._history = History(
             replica.encode_state(), version, clock_key(replica.clock()), retain
         )
@@ -167,10 +193,18 @@ class Replica:
         return dict(self._clock)
 
     def _read_clock(self) -> VectorClock:
-        # The clock is the Yjs state vector under actor names: every change of ours adds at least
-        # one struct (see _apply_local), so each version has its own clock.
+        # The clock is the Yjs state vector under actor names, an actor's two clients (main and
+        # tick) summed: every change of ours adds at least one struct to one of them (see
+        # _apply_local), so each version has its own clock.
         state = yupdate.decode_state_vector(self._doc.get_state())
-        return {self._name(client): n for client, n in state.items() if n}
+        self._own_main = state.get(self.client_id, 0)
+        self._ticks = state.get(self.tick_id, 0)
+        clock: VectorClock = {}
+        for client, n in state.items():
+            if n:
+                name = self._name(client)
+                clock[name] = clock.get(name, 0) + n
+        return clock
 
     def clock_at(self, version: int) -> VectorClock:
         """The vector clock at a retained version."""
@@ -307,23 +341,70 @@ class Replica:
             return None
         if plan.structural:
             self._text_node = None
+        if self._clock is None:
+            self._clock = self._read_clock()  # our own clocks (_own_main, _ticks) are current
         self._count += 1
         self._clock = None
-        with self._doc.transaction(origin="local"):
+        ticked = False
+        main = self._own_main
+        with self._doc.transaction(origin="local") as txn:
             for action in plan.actions:
                 action()
-            # Register our name once; and a change that only deletes adds no struct, so it
-            # ticks our entry to move the clock. (Not on every change: a struct between two
-            # text inserts stops pycrdt merging them, which made typing ~10x slower.)
-            if not self._registered or not plan.inserts:
+            # Register our name once (a struct of ours); a change that only deletes adds no
+            # struct, so it ticks the clock (see _tick).
+            if not self._registered:
                 self._actors[self.actor] = self._count
                 self._registered = True
+            elif not plan.inserts:
+                assert txn._txn is not None  # inside the transaction
+                self._doc._doc.apply_update(txn._txn, self._tick())
+                ticked = True
             # The new clock, read before the commit (which adds no struct, so the state vector
             # is final): one pycrdt transaction less per change.
             self._clock = self._read_clock()
+        self._last_update = self._order(self._last_update, ticked, main)
         self._snapshot = None
         self._size = plan.size
         return self._record(plan.effective, self.actor)
+
+    def _tick(self) -> bytes:
+        """The update that ticks our clock for a change that only deletes.
+
+        A delete-only change adds no struct, so without one its clock would be its parent's. A
+        struct of our main client would do (earlier versions set ``actors[actor]``), but it
+        sits between the structs of two text inserts and stops Yjs squashing them into one
+        block: the text ends up fragmented and every later text operation walks more blocks.
+        So the tick is a one-unit GC struct of our *tick client*: no content, no type, nothing a
+        Yjs client sees, but it moves the state vector, and the clock sums both clients.
+        """
+        # One client section (1 struct: client, clock, GC info 0, length 1), empty delete set.
+        return b"\x01\x01" + self._tick_enc + _varuint(self._ticks) + b"\x00\x01\x00"
+
+    def _order(self, update: bytes, ticked: bool, main: int) -> bytes:
+        """Our change's update, with a marker making receivers apply our changes in order.
+
+        Our two clients' structs do not depend on each other in Yjs terms, so a receiver could
+        apply a tick before the main-client changes made before it, or the other way round, and
+        reach a state (and a summed clock) we never had. A client section holding only a Skip
+        struct (which yjs and yrs ignore) makes yupdate.decode_update need that client's clock
+        up to its end: the first tick after changes with structs carries one needing our main
+        clock ``main``, and the first change with structs after a tick one needing our last
+        tick; the others follow from their own client's clocks being contiguous.
+        """
+        if ticked:
+            self._tick_marker_due = True
+            if self._main_marker_due and main:
+                # Later ticks of a run need this tick (their client's clocks are contiguous), so
+                # only the first tick after changes with structs needs a marker.
+                self._main_marker_due = False
+                return _with_marker(update, self._main_enc, main)
+            return update
+        if self._own_main > main:
+            self._main_marker_due = True
+            if self._tick_marker_due:
+                self._tick_marker_due = False
+                return _with_marker(update, self._tick_enc, self._ticks)
+        return update
 
     # -- internals: the one-splice fast path ----------------------------------------------------
 
@@ -369,7 +450,10 @@ class Replica:
         if self._clock is None:
             self._clock = self._read_clock()
         clock = dict(self._clock)
+        old = clock.get(self.actor, 0)
         ytext = live.ytext
+        main = self._own_main
+        ticked = False
         self._count += 1
         # pycrdt's own Rust calls, in one transaction: its Python wrappers open a nested
         # transaction per call (pycrdt is pinned, and these are the calls its wrappers make).
@@ -379,24 +463,38 @@ class Replica:
                 ytext.remove_range(txn, index, count)
             if text:
                 ytext.insert(txn, index, text, None)
-            if not self._registered or not text:
-                # As in _apply_local: register once; a delete-only change ticks the clock.
+            # As in _apply_local: register once; a delete-only change ticks the clock.
+            if not self._registered:
                 self._actors.integrated.insert(txn, self.actor, self._count)
                 self._registered = True
-                clock[self.actor] = clock.get(self.actor, 0) + 1
+                self._own_main += 1
+            elif not text:
+                self._doc._doc.apply_update(txn, self._tick())
+                self._ticks += 1
+                ticked = True
             txn.commit()
         finally:
             txn.drop()
-        # An ASCII insert adds one unit (one UTF-16 code unit) per character to our entry.
-        if text:
-            clock[self.actor] = clock.get(self.actor, 0) + len(text)
+        # An ASCII insert adds one unit (one UTF-16 code unit) per character to our main client;
+        # our entry is the sum of both our clients.
+        self._own_main += len(text)
+        clock[self.actor] = self._own_main + self._ticks
         self._clock = clock
+        self._last_update = self._order(self._last_update, ticked, main)
         live.length = new_length
         live.stale = True
         self._snapshot = None
         self._size = size
         op = Op("splice", live.path, index=index, count=count, text=text)
-        return self._record_clock(clock, (op,), self.actor)
+        # The clock key with our entry moved (sorting the whole clock per edit showed up).
+        key, at = self._key, self._key_at
+        if key is not None and key[at][1] == old:
+            key = (*key[:at], (self.actor, clock[self.actor]), *key[at + 1 :])
+        else:
+            key = clock_key(clock)
+            at = next(i for i, (a, _) in enumerate(key) if a == self.actor)
+        self._key, self._key_at = key, at
+        return self._record_clock(clock, (op,), self.actor, key)
 
     def _go_live(self, raw_path: Any) -> _LiveText | None:
         """Start typing into the ASCII text at ``raw_path`` (None if it is not one)."""
@@ -435,9 +533,14 @@ class Replica:
     def _record(self, ops: list[Op], actor: str) -> Change:
         return self._record_clock(self.clock(), tuple(ops), actor)
 
-    def _record_clock(self, clock: VectorClock, ops: tuple[Op, ...], actor: str) -> Change:
+    def _record_clock(
+        self, clock: VectorClock, ops: tuple[Op, ...], actor: str, key: ClockKey | None = None
+    ) -> Change:
         change = Change(self.version + 1, actor, clock, self._last_update, ops)
-        self._history.append(Record(change.version, clock_key(clock), change.update, ops))
+        if key is None:
+            key = clock_key(clock)
+            self._key = None  # the fast path's cached key may be stale now
+        self._history.append(Record(change.version, key, change.update, ops))
         self._since_rebuild += 1
         if self._since_rebuild >= self._rebuild_every:
             self._rebuild()
@@ -497,16 +600,27 @@ class Replica:
         return yupdate.decode_state_vector(self._doc.get_state())
 
     def _missing(self, info: yupdate.UpdateInfo) -> dict[str, int]:
+        """Per actor, the clock entry the update needs (an actor's clients are summed)."""
         state = self._state()
-        return {self._name(c): n for c, n in info.dependencies.items() if state.get(c, 0) < n}
+        clock = self.clock()
+        missing: dict[str, int] = {}
+        for c, n in info.dependencies.items():
+            have = state.get(c, 0)
+            if have < n:
+                name = self._name(c)
+                missing[name] = missing.get(name, clock.get(name, 0)) + n - have
+        return missing
 
     def _name(self, client: int) -> str:
-        if client == self.client_id:
+        if client in (self.client_id, self.tick_id):
             return self.actor
         if client not in self._names:
             # keys(): pycrdt's Map.__iter__ is typed as returning a plain Iterable.
             for name in self._actors.keys():  # noqa: SIM118
-                self._names[client_id_for(name)] = name
+                if name not in self._known:
+                    self._known.add(name)
+                    self._names[client_id_for(name)] = name
+                    self._names[tick_client_for(name)] = name
         return self._names.get(client, f"{ANONYMOUS}{client}")
 
     def _merge_ready(self, update: bytes, info: yupdate.UpdateInfo) -> list[Change]:
@@ -622,6 +736,37 @@ class Replica:
         for seg in path:
             node = node[seg]
         return node
+
+
+def _varuint(n: int) -> bytes:
+    """lib0's unsigned varint."""
+    if n < 0x80:
+        return _BYTES[n]
+    out = bytearray()
+    while n > 0x7F:
+        out.append(n & 0x7F | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+#: One-byte varints.
+_BYTES = [bytes([i]) for i in range(0x80)]
+
+
+def _with_marker(update: bytes, client: bytes, clock: int) -> bytes:
+    """``update`` with one more client section: a Skip struct ending at ``clock`` (> 0), which
+    yjs and yrs ignore and yupdate.decode_update reads as a need for the clocks below ``clock``
+    of ``client`` (its varint). The caller makes sure ``update`` has no section of it."""
+    n, pos = update[0], 1
+    if n > 0x7F:  # more than 127 client sections: read the whole varint
+        n, shift = n & 0x7F, 7
+        while update[pos - 1] & 0x80:
+            n |= (update[pos] & 0x7F) << shift
+            shift += 7
+            pos += 1
+    section = b"\x01" + client + _varuint(clock - 1) + b"\x0a\x01"
+    return _varuint(n + 1) + section + update[pos:]
 
 
 #: Rebuild the Doc (see Replica._rebuild) after at least this many changes, and at least one

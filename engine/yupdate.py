@@ -115,7 +115,8 @@ class UpdateInfo:
     than being parked as pending: the start of each carried run (when above 0), and
     `clock + 1` for every origin, right origin and parent ID the update does not carry
     itself.  The delete set adds none, because yjs and yrs keep deletes of unknown items
-    aside without holding back the structs.
+    aside without holding back the structs.  A client section made only of Skip structs
+    (which yjs and yrs ignore) needs the clock at its end: the engine's ordering marker.
 
     `delete_set` maps a client id to its `(clock, length)` delete ranges in encoded order;
     clients listed with no ranges are left out.
@@ -557,6 +558,12 @@ def _decode_update(data: bytes) -> UpdateInfo:
                     ranges[client] = (first_clock, last_end)
                 if segment_start > 0:
                     segment_needs[client] = segment_start
+            elif num_structs and clock > segment_needs.get(client, 0):
+                # A section of Skip structs only carries nothing (yjs and yrs ignore it; no
+                # encoder of theirs writes one).  The engine writes one to order its own
+                # updates (docs/ARCHITECTURE.md, "Vector clocks and versions"): the update
+                # needs the client's clocks up to the section's end.
+                segment_needs[client] = clock
 
         delete_set: dict[int, list[tuple[int, int]]] = {}
         num_clients = data[pos]

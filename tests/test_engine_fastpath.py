@@ -32,10 +32,14 @@ def splice(path: Any, index: Any, delete: Any = 0, insert: Any = "") -> bytes:
 
 
 def check(r: Replica) -> None:
-    """The mirror equals a fresh reading of the CRDT, and the clock its state vector."""
+    """The mirror equals a fresh reading of the CRDT, and the clock its state vector (an
+    actor's main and tick clients summed)."""
     assert bson.encode(r.materialize()) == r.snapshot(), r.actor
-    state = yupdate.decode_state_vector(r.state_vector())
-    assert r.clock() == {r._name(c): n for c, n in state.items() if n}
+    clock: dict[str, int] = {}
+    for client, n in yupdate.decode_state_vector(r.state_vector()).items():
+        if n:
+            clock[r._name(client)] = clock.get(r._name(client), 0) + n
+    assert r.clock() == clock
 
 
 def text_of(r: Replica, field: str = "t") -> Any:
@@ -281,3 +285,128 @@ def test_no_rebuild_with_pending_deletes(monkeypatch: pytest.MonkeyPatch) -> Non
     a.merge(c.encode_state())
     assert bson.decode(c.snapshot())["t"] == bson.decode(a.snapshot())["t"]
     check(c)
+
+
+# -- the tick client ------------------------------------------------------------------------------
+
+
+def typing_changes(r: Replica) -> list[Any]:
+    """Typing with backspaces: inserts, delete-only changes (ticks) in runs, inserts again."""
+    changes = [r.apply_diff(bson.encode({"ops": [{"op": "set", "path": "t", "value": "ab"}]}))]
+    for diff in (
+        splice("t", 2, 0, "c"),
+        splice("t", 3, 0, "d"),
+        splice("t", 3, 1),  # tick
+        splice("t", 2, 1),  # tick
+        splice("t", 2, 0, "x"),  # first insert after ticks: carries the tick marker
+        splice("t", 3, 0, "y"),
+        splice("t", 0, 1),  # tick
+        bson.encode({"ops": [{"op": "set", "path": "n", "value": 1}]}),
+        bson.encode({"ops": [{"op": "remove", "path": "n"}]}),  # general path tick
+        splice("t", 0, 0, "z"),
+    ):
+        changes.append(r.apply_diff(diff))
+    assert all(c is not None for c in changes)
+    return changes
+
+
+def test_delete_only_changes_tick_a_second_client() -> None:
+    r = Replica("alice")
+    changes = typing_changes(r)
+    clocks = [c.clock["alice"] for c in changes]
+    assert clocks == sorted(set(clocks))  # every version has its own clock
+    for change in changes:
+        info = yupdate.decode_update(change.update)
+        deletes_only = all(
+            op.op in ("remove", "delete") or (op.op == "splice" and not op.text)
+            for op in change.ops
+        )
+        if deletes_only and change.version > 1:
+            # Only the tick client's GC unit, needing our main clock (the first of a run) or the
+            # run's previous tick; nothing on the main client.
+            assert set(info.ranges) == {r.tick_id}
+            assert r.client_id in info.dependencies or r.tick_id in info.dependencies
+        else:
+            assert r.tick_id not in info.ranges
+    # The main client's units are the text's characters, the document's items and the one
+    # registration of the actor name: no struct of ours sits between two text inserts.
+    state = yupdate.decode_state_vector(r.state_vector())
+    assert state[r.tick_id] == 4
+    assert state[r.client_id] + state[r.tick_id] == r.clock()["alice"]
+    check(r)
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_out_of_order_delivery_only_reaches_states_the_author_had(seed: int) -> None:
+    a = Replica("alice")
+    changes = typing_changes(a)
+    states = {tuple(sorted(c.clock.items())): a.snapshot(version=c.version) for c in changes}
+    b = Replica("bob")
+    order = list(changes)
+    random.Random(seed).shuffle(order)
+    for change in order:
+        for merged in b.merge(change.update):
+            key = tuple(sorted(merged.clock.items()))
+            assert key in states, (merged.clock, seed)
+            assert b.snapshot(version=merged.version) == states[key]
+    assert b.pending == 0
+    assert b.snapshot() == a.snapshot() and b.clock() == a.clock()
+    check(b)
+
+
+def test_restored_replica_keeps_ticking_in_order() -> None:
+    a = Replica("alice")
+    typing_changes(a)
+    restored = Replica.restore("alice", a.encode_state(), a.version)
+    assert restored.clock() == a.clock()
+    c1 = restored.apply_diff(splice("t", 0, 1))  # a tick after the restore
+    c2 = restored.apply_diff(splice("t", 0, 0, "q"))
+    assert c1 is not None and c2 is not None
+    assert c1.clock["alice"] == a.clock()["alice"] + 1 == c2.clock["alice"] - 1
+    b = Replica("bob")
+    b.merge(a.encode_state())
+    assert b.merge(c2.update) == []  # waits for the tick
+    assert [c.version for c in b.merge(c1.update)] == [2, 3]
+    assert b.snapshot() == restored.snapshot() and b.clock() == restored.clock()
+
+
+YJS_APPLY = """
+import * as Y from 'yjs'
+const chunks = []
+for await (const chunk of process.stdin) chunks.push(chunk)
+const out = {}
+for (const [name, updates] of Object.entries(JSON.parse(Buffer.concat(chunks).toString()))) {
+  const doc = new Y.Doc()
+  for (const u of updates) Y.applyUpdate(doc, new Uint8Array(Buffer.from(u, 'base64')))
+  const sv = {}
+  for (const [client, clock] of Y.decodeStateVector(Y.encodeStateVector(doc))) sv[client] = clock
+  out[name] = { text: doc.getMap('doc').get('t').toString(), sv }
+}
+process.stdout.write(JSON.stringify(out))
+"""
+
+
+def test_yjs_applies_ticks_and_markers() -> None:
+    """Yjs reads the tick client's GC units and ignores the ordering markers, whatever the
+    order it receives the updates in."""
+    import base64
+    import json
+    import subprocess
+
+    from tests.test_yjs_interop import JS_DIR, _skip_reason
+
+    if _skip_reason() is not None:
+        pytest.skip(_skip_reason() or "")
+    r = Replica("alice")
+    updates = [base64.b64encode(c.update).decode() for c in typing_changes(r)]
+    shuffled = list(updates)
+    random.Random(3).shuffle(shuffled)
+    proc = subprocess.run(
+        ["node", "--input-type=module", "-e", YJS_APPLY],
+        input=json.dumps({"in order": updates, "shuffled": shuffled}),
+        capture_output=True, text=True, timeout=60, cwd=JS_DIR, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    state = {str(c): n for c, n in yupdate.decode_state_vector(r.state_vector()).items()}
+    for result in json.loads(proc.stdout).values():
+        assert result == {"text": text_of(r), "sv": state}

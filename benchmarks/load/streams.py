@@ -69,7 +69,12 @@ NAMES = itertools.count(1)
 
 @dataclass(frozen=True)
 class Plan:
-    """Sizes of one run (quick: the CI smoke, < 30 s for the whole module)."""
+    """Sizes of one run (quick: the CI smoke, < 30 s for the whole module).
+
+    Full mode replays a 40,000-edit prefix of the trace (``VIRTUALDOM_BENCH_TRACE_EDITS``
+    changes it; 0 = all 259,778 edits): the gateway's session runs at ~500-1,000 edits/s here,
+    so the whole trace alone would take 4-9 minutes.
+    """
 
     setup_calls: int
     latency_writes: int

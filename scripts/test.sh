@@ -29,5 +29,6 @@ export PATH="$PWD/.tools:$PATH"
 .venv/bin/ruff check .
 .venv/bin/mypy -p virtualdom.engine -p virtualdom.server -p virtualdom.client
 .venv/bin/python -m pytest "$@"
-# The benchmark harness in quick mode, only to prove it runs (no pass/fail on speed).
-VIRTUALDOM_BENCH_QUICK=1 .venv/bin/python -m pytest benchmarks -q --benchmark-only -p no:cacheprovider
+# The whole benchmark suite (engine + gateway load harness) in quick mode, only to prove it runs
+# (no pass/fail on speed; BENCHMARKS.md is left alone).
+.venv/bin/python benchmarks/run.py --quick --no-write -- -p no:cacheprovider

@@ -100,14 +100,19 @@ class DocumentHost:
             self._run(), name=f"doc:{node_id[:64]!r}"
         )
 
-    async def submit(self, cmd: Command) -> Any:
+    def enqueue(self, cmd: Command) -> asyncio.Future[Any]:
+        """Queue a command; its future resolves when the actor has run it (a write: once
+        durable). Commands of one caller run in the order they were queued."""
         if self.closed:
             raise Unavailable("document is being unloaded; retry")
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         cmd.future = fut
         self.last_used = time.monotonic()
         self.mailbox.put_nowait(cmd)
-        return await fut
+        return fut
+
+    async def submit(self, cmd: Command) -> Any:
+        return await self.enqueue(cmd)
 
     async def read(self, fn: Callable[[Replica], T]) -> T:
         """``fn(replica)`` as a read: at once when the actor is idle (nothing queued, no write

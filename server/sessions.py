@@ -35,6 +35,24 @@ from .service import MemoryGateway, _echo_budget, abort_for, clock_of
 log = logging.getLogger("virtualdom.sessions")
 
 
+def _error_update(seq: int, node_id: bytes, exc: Exception) -> pb.SessionUpdate:
+    """A member's failed message as a SessionError, through the one status table."""
+    mapped = status_of(exc)
+    retry_after_ms = 0
+    if mapped is None:
+        log.error("session message failed", exc_info=exc)
+        code, message = grpc.StatusCode.INTERNAL, f"internal error: {exc!r}"
+    else:
+        code, message, detail = mapped
+        retry_after_ms = detail.retry_after_ms
+    return pb.SessionUpdate(
+        error=pb.SessionError(
+            seq=seq, code=code.value[0], message=message, node_id=node_id,
+            retry_after_ms=retry_after_ms,
+        )
+    )  # fmt: skip
+
+
 @dataclass(eq=False)
 class Membership:
     """One session's presence in one document."""
@@ -54,6 +72,16 @@ class Membership:
         )  # fmt: skip
 
 
+#: Writes of one session queued to their documents and not yet acknowledged: the reader goes on
+#: reading while they wait for their commit, so a member that pipelines its edits gets them
+#: committed together (group commit) instead of one commit per edit. Beyond this many, the
+#: reader waits for the oldest acknowledgement (and the client's sends back up).
+SESSION_WRITE_WINDOW = 256
+
+#: A queued write: the message's seq, its membership and the actor's future.
+PendingWrite = tuple[int, "Membership", "asyncio.Future[WriteResult]"]
+
+
 class Session:
     """The state of one CollaborativeSession stream."""
 
@@ -62,6 +90,8 @@ class Session:
         # Bounded: a slow client makes its change followers wait (they only keep a position).
         self.out: asyncio.Queue[pb.SessionUpdate | None] = asyncio.Queue(maxsize=1024)
         self.joined: dict[bytes, Membership] = {}
+        #: Writes in flight, acknowledged in the order they were sent (None: no more).
+        self.writes: asyncio.Queue[PendingWrite | None] = asyncio.Queue(SESSION_WRITE_WINDOW)
 
     def send_nowait(self, update: pb.SessionUpdate) -> None:
         """For small control messages (presence, member events): never block the sender."""
@@ -93,7 +123,8 @@ class SessionService:
             )
         self.sessions += 1
         session = Session(self)
-        reader = asyncio.get_running_loop().create_task(self._read(session, requests))
+        acker = asyncio.get_running_loop().create_task(self._acks(session))
+        reader = asyncio.get_running_loop().create_task(self._read(session, requests, acker))
         sweeper = asyncio.get_running_loop().create_task(self._sweep(session))
         stop = asyncio.get_running_loop().create_task(self.shutdown.wait())
         who = caller()
@@ -124,15 +155,21 @@ class SessionService:
         finally:
             stop.cancel()
             reader.cancel()
+            acker.cancel()
             sweeper.cancel()
-            for t in (reader, sweeper):
+            for t in (reader, acker, sweeper):
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await t
             for m in list(session.joined.values()):
                 await self._leave(session, m)
             self.sessions -= 1
 
-    async def _read(self, session: Session, requests: AsyncIterator[pb.SessionMessage]) -> None:
+    async def _read(
+        self,
+        session: Session,
+        requests: AsyncIterator[pb.SessionMessage],
+        acker: asyncio.Task[None],
+    ) -> None:
         try:
             async for msg in requests:
                 undecodable: object = msg  # app._parse hands over a BadRequest instead
@@ -151,28 +188,39 @@ class SessionService:
                 except (asyncio.CancelledError, grpc.aio.AbortError):
                     raise
                 except Exception as exc:
-                    mapped = status_of(exc)
-                    retry_after_ms = 0
-                    if mapped is None:
-                        log.exception("session message failed")
-                        code, message = grpc.StatusCode.INTERNAL, f"internal error: {exc!r}"
-                    else:
-                        code, message, detail = mapped
-                        retry_after_ms = detail.retry_after_ms
                     node = getattr(getattr(msg, msg.WhichOneof("kind") or "join"), "node_id", b"")
-                    await session.out.put(
-                        pb.SessionUpdate(
-                            error=pb.SessionError(
-                                seq=msg.seq,
-                                code=code.value[0],
-                                message=message,
-                                node_id=node,
-                                retry_after_ms=retry_after_ms,
-                            )
-                        )
-                    )
+                    await session.out.put(_error_update(msg.seq, node, exc))
         finally:
-            await session.out.put(None)
+            task = asyncio.current_task()
+            if task is None or not task.cancelling():  # cancelled: the session is over anyway
+                # Every write read so far is acknowledged (or refused) before the stream ends.
+                await session.writes.put(None)
+                with contextlib.suppress(asyncio.CancelledError):
+                    await acker
+                await session.out.put(None)
+
+    async def _acks(self, session: Session) -> None:
+        """Acknowledge the session's writes in the order they were sent, once durable."""
+        while (item := await session.writes.get()) is not None:
+            seq, m, fut = item
+            try:
+                result: WriteResult = await fut
+            except Exception as exc:
+                await session.out.put(_error_update(seq, m.node_id, exc))
+                continue
+            stored = result.stored
+            diff, update = _fit(
+                stored.diff_bson if stored else b"", stored.update if stored else b"", self.config
+            )
+            await session.out.put(
+                pb.SessionUpdate(
+                    ack=pb.Ack(
+                        seq=seq, node_id=m.node_id, version=result.version,
+                        vector_clock=pb.VectorClock(counters=result.clock),
+                        diff_bson=diff, update=update,
+                    )
+                )
+            )  # fmt: skip
 
     async def _handle(self, session: Session, msg: pb.SessionMessage) -> None:
         kind = msg.WhichOneof("kind")
@@ -216,21 +264,9 @@ class SessionService:
         return m
 
     async def _write(self, session: Session, seq: int, m: Membership, write: Write) -> None:
+        """Queue the write to its document; the acker sends its Ack once it is durable."""
         host = await self.documents.host(m.node_id, create=True)
-        result: WriteResult = await host.submit(write)
-        stored = result.stored
-        diff, update = _fit(
-            stored.diff_bson if stored else b"", stored.update if stored else b"", self.config
-        )
-        await session.out.put(
-            pb.SessionUpdate(
-                ack=pb.Ack(
-                    seq=seq, node_id=m.node_id, version=result.version,
-                    vector_clock=pb.VectorClock(counters=result.clock),
-                    diff_bson=diff, update=update,
-                )
-            )
-        )  # fmt: skip
+        await session.writes.put((seq, m, host.enqueue(write)))
 
     async def _join(self, session: Session, seq: int, join: pb.Join) -> None:
         node_id = self.gateway.node_id(join.node_id)

@@ -526,3 +526,49 @@ async def test_two_sessions_converge_replaying_the_real_trace(tmp_path):
             assert len(a.text()) > 1000 and a.text() != expected
             for e in (a, b):
                 await e.close()
+
+
+@async_test()
+async def test_pipelined_edits_are_read_while_earlier_ones_commit_and_share_commits(tmp_path):
+    """A member's edits are queued to the document while earlier ones wait for their commit
+    (group commit), and acknowledged in order, each once durable."""
+    n = 40
+    async with gateway(tmp_path) as (gw, stub):
+        await write(stub, NODE, set_("n", 0))
+        assert gw.store is not None and gw.documents is not None
+        host = gw.documents.hosts[NODE]
+        store_append = gw.store.append
+        appends: list[int] = []
+        first_entered, release, all_queued = asyncio.Event(), asyncio.Event(), asyncio.Event()
+        host_enqueue = host.enqueue
+        queued = 0
+
+        def counting_enqueue(cmd: Any) -> Any:
+            nonlocal queued
+            queued += 1
+            if queued == n:
+                all_queued.set()
+            return host_enqueue(cmd)
+
+        async def held_append(changes: Any) -> None:  # the real store, first commit held
+            appends.append(len(changes))
+            first_entered.set()
+            await release.wait()
+            await store_append(changes)
+
+        host.enqueue = counting_enqueue  # type: ignore[method-assign]
+        gw.store.append = held_append  # type: ignore[method-assign]
+        m = Member(stub)
+        await m.join(NODE)
+        seqs = [m.send(diff=pb.SessionDiff(node_id=NODE, diff_bson=diff(inc("n", 1))))
+                for _ in range(n)]  # fmt: skip
+        await first_entered.wait()
+        # The first edit waits for its commit; the member's other edits are read meanwhile.
+        await asyncio.wait_for(all_queued.wait(), STEP)
+        release.set()
+        acks = [await m.until(lambda u: kind(u) == "ack") for _ in range(n)]
+        assert [a.ack.seq for a in acks] == seqs
+        assert [a.ack.version for a in acks] == list(range(2, n + 2))
+        assert sum(appends) == n and len(appends) < n / 4, appends
+        assert await doc(stub, NODE) == {"n": n}
+        m.queue.put_nowait(None)

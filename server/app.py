@@ -156,7 +156,7 @@ class Gateway:
             if self.config.shutdown_delay_s > 0:
                 await asyncio.sleep(self.config.shutdown_delay_s)
         if self.service is not None:
-            self.service.shutdown.set()
+            self.service.close_streams()
         if self.sessions is not None:
             self.sessions.shutdown.set()
         if self.server is not None:

@@ -304,18 +304,20 @@ class MemoryGateway:
                     for message in self._messages(entries, include_update):
                         yield message
                 continue
-            wake = asyncio.ensure_future(follower.wake.wait())
-            stop = asyncio.ensure_future(self.shutdown.wait())
             left = who.seconds_left()
             timeout = heartbeat if left is None else min(heartbeat, left + 0.001)
-            done, _ = await asyncio.wait(
-                {wake, stop}, timeout=timeout, return_when="FIRST_COMPLETED"
-            )
-            wake.cancel()
-            stop.cancel()
-            if not done and left is not None and left < heartbeat:
+            # One wait on the follower's own event, with a deadline: no task per wake-up
+            # (each of a write's subscribers passes here once per write). Shutdown sets every
+            # follower's event (close_streams).
+            try:
+                async with asyncio.timeout(timeout):
+                    await follower.wake.wait()
+                woken = True
+            except TimeoutError:
+                woken = False
+            if not woken and left is not None and left < heartbeat:
                 continue  # woken for the token's expiry: the loop's check ends the stream
-            if not done:
+            if not woken:
                 yield pb.ChangeEvent(
                     progress=pb.Progress(
                         resume_token=resume_token(pos), timestamp_us=int(time.time() * 1e6)
@@ -323,6 +325,12 @@ class MemoryGateway:
                 )
         # Shutting down: end with a status that tells the client where to resume from.
         raise ShuttingDown("the gateway is shutting down; resume from the token", resume_token(pos))
+
+    def close_streams(self) -> None:
+        """Shutting down: every change stream ends with a resumable status."""
+        self.shutdown.set()
+        for f in self.feed.followers():
+            f.wake.set()
 
     async def next_entries(
         self, follower: Follower, pos: int, limit: int

@@ -130,25 +130,31 @@ class SessionService:
         who = caller()
         try:
             while True:
-                get = asyncio.ensure_future(session.out.get())
-                done, _ = await asyncio.wait(
-                    {get, stop}, timeout=who.seconds_left(), return_when="FIRST_COMPLETED"
-                )
-                if get not in done:
-                    get.cancel()
-                    err: Exception = ShuttingDown(
-                        "the gateway is shutting down; rejoin to resume", b""
+                left = who.seconds_left()
+                if not stop.done() and (left is None or left > 0) and not session.out.empty():
+                    # Something to send: no wait, so no task (a busy session passes here once
+                    # per message it sends).
+                    item = session.out.get_nowait()
+                else:
+                    get = asyncio.ensure_future(session.out.get())
+                    done, _ = await asyncio.wait(
+                        {get, stop}, timeout=left, return_when="FIRST_COMPLETED"
                     )
-                    if not done:  # the token expired: the session ends, the member rejoins
-                        try:
-                            who.check_live()
-                        except Unauthenticated as exc:
-                            err = exc
-                        else:
-                            continue
-                    await abort_for(context, err)
-                    return
-                item = get.result()
+                    if get not in done:
+                        get.cancel()
+                        err: Exception = ShuttingDown(
+                            "the gateway is shutting down; rejoin to resume", b""
+                        )
+                        if not done:  # the token expired: the session ends, the member rejoins
+                            try:
+                                who.check_live()
+                            except Unauthenticated as exc:
+                                err = exc
+                            else:
+                                continue
+                        await abort_for(context, err)
+                        return
+                    item = get.result()
                 if item is None:
                     return
                 yield item

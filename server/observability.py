@@ -57,7 +57,6 @@ __all__ = [
     "Observability",
     "TextFormatter",
     "configure_logging",
-    "probe_principal",
     "split_address",
 ]
 
@@ -374,7 +373,9 @@ class CallObserver:
         seconds = time.perf_counter() - call.started
         call.code = _status(context, exc)
         if not call.principal:
-            call.principal = callctx.principal.get()
+            # Set by the security layer inside this call's task (every call has a task of its
+            # own, so what the inner layers set is still there when the call ends).
+            call.principal = callctx.principal.get() or _caller_subject()
         if not call.request_id:
             call.request_id = call.fallback_id
         self.obs.record(call, seconds)
@@ -484,30 +485,6 @@ def _status(
     return code if code is not None else grpc.StatusCode.UNKNOWN
 
 
-def probe_principal(method: str, handler: Handler) -> Handler:
-    """The innermost layer: when a call's handler starts (after the security layer
-    authenticated it) it copies the principal into the call's record."""
-    kw = {
-        "request_deserializer": handler.request_deserializer,
-        "response_serializer": handler.response_serializer,
-    }
-    if handler.unary_unary is not None:
-        return grpc.unary_unary_rpc_method_handler(_probe(handler.unary_unary), **kw)
-    if handler.stream_unary is not None:
-        return grpc.stream_unary_rpc_method_handler(_probe(handler.stream_unary), **kw)
-    if handler.unary_stream is not None:
-        return grpc.unary_stream_rpc_method_handler(_probe(handler.unary_stream), **kw)
-    if handler.stream_stream is not None:
-        return grpc.stream_stream_rpc_method_handler(_probe(handler.stream_stream), **kw)
-    return handler
-
-
-def _note_principal() -> None:
-    call = _CURRENT.get()
-    if call is not None and not call.principal:
-        call.principal = callctx.principal.get() or _caller_subject()
-
-
 def _caller_subject() -> str:
     """The subject the security layer verified, when it did not set ``context.principal``."""
     try:
@@ -517,27 +494,6 @@ def _caller_subject() -> str:
     who = current_caller().get(None)
     subject = getattr(who, "subject", None)
     return subject if isinstance(subject, str) else ""
-
-
-def _probe(behaviour: Callable[..., Any]) -> Callable[..., Any]:
-    if inspect.isasyncgenfunction(behaviour):
-
-        async def stream(request: Any, context: Any) -> Any:
-            _note_principal()
-            async with contextlib.aclosing(behaviour(request, context)) as items:
-                async for item in items:
-                    yield item
-
-        return stream
-
-    async def call(request: Any, context: Any) -> Any:
-        _note_principal()
-        result = behaviour(request, context)
-        if inspect.isawaitable(result):
-            result = await result
-        return result
-
-    return call
 
 
 # -- metrics -------------------------------------------------------------------------------------
@@ -781,8 +737,8 @@ class Observability:
 
     def layers(self, *others: Layer) -> list[Layer]:
         """The call pipeline's layers, outermost first: the call observer (it sees every call,
-        refused ones too), ``others`` (security) in between, and the principal probe last."""
-        return [CallObserver(self).wrap, *others, probe_principal]
+        refused ones too), then ``others`` (security)."""
+        return [CallObserver(self).wrap, *others]
 
     def start(self, gateway: Gateway) -> None:
         """Watch the gateway's state; serve /metrics when ``metrics_address`` is set."""

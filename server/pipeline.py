@@ -1,9 +1,9 @@
 """The call pipeline: the layers every RPC goes through, composed once per method.
 
-Observability (outermost: it sees refused calls too), security (MemoryGateway methods only) and
-the principal probe used to be grpc.aio server interceptors. An aio interceptor runs per call:
-a coroutine per interceptor to look the handler up, and a fresh handler with fresh closures
-around it — about a third of a small WriteDiff's server time (BENCHMARKS.md, "Unary calls").
+Observability (outermost: it sees refused calls too) and security (MemoryGateway methods only)
+used to be grpc.aio server interceptors (with a third, innermost one to copy the principal).
+An aio interceptor runs per call: a coroutine per interceptor to look the handler up, and a
+fresh handler with fresh closures around it (BENCHMARKS.md, "Unary calls").
 Here each layer wraps each method's handler once, when the services register their handlers
 (:class:`Registrar` stands in for the server during registration), so a call only runs the
 wrapped behaviours.

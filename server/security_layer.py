@@ -79,11 +79,10 @@ class SecurityLayer:
     def _unary(self, behaviour: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
         async def unary(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
             who = await self._authenticate(context)
-            token = current_caller().set(who)
-            try:
-                return await behaviour(request, context)
-            finally:
-                current_caller().reset(token)
+            # Each call runs in a task of its own: no reset, so that the call observer (the
+            # outer layer) still sees the principal when the call ends.
+            current_caller().set(who)
+            return await behaviour(request, context)
 
         return unary
 

@@ -24,6 +24,8 @@ from virtualdom.engine import (
     yupdate,
 )
 from virtualdom.engine import replica as replica_module
+from virtualdom.engine.replica import _canonical_splice
+from virtualdom.engine.values import decode_document
 
 
 def splice(path: Any, index: Any, delete: Any = 0, insert: Any = "") -> bytes:
@@ -410,3 +412,56 @@ def test_yjs_applies_ticks_and_markers() -> None:
     state = {str(c): n for c, n in yupdate.decode_state_vector(r.state_vector()).items()}
     for result in json.loads(proc.stdout).values():
         assert result == {"text": text_of(r), "sv": state}
+
+
+# -- the canonical one-splice matcher -------------------------------------------------------------
+
+
+def as_decoded(data: bytes) -> tuple[str, int, int, str] | None:
+    """What the general path reads from ``data`` when it is a well-formed one-splice diff."""
+    try:
+        doc = decode_document(data)
+    except EngineError:
+        return None
+    (op,) = doc["ops"]
+    return op["path"], op["index"], op.get("delete", 0), op.get("insert", "")
+
+
+def test_canonical_splice_bytes_are_what_decoding_reads() -> None:
+    """Whenever the byte matcher accepts a diff, decode_document accepts it too (so it is the
+    canonical encoding) and reads the same splice; random mutations included."""
+    rng = random.Random(7)
+    accepted = 0
+    for _ in range(20000):
+        op: dict[str, Any] = {"op": "splice", "path": rng.choice(["t", "a.b", "tëxt", "x" * 9])}
+        op["index"] = rng.choice([0, 1, 300, 2**31 - 1, -1])
+        if rng.random() < 0.7:
+            op["delete"] = rng.choice([0, 2, -3])
+        if rng.random() < 0.8:
+            op["insert"] = rng.choice(["", "a", "hello", "é", "a\x00b"])
+        data = bytearray(bson.encode({"ops": [op]}))
+        for _ in range(rng.choice([0, 0, 1, 2])):
+            data[rng.randrange(len(data))] = rng.randrange(256)
+        got = _canonical_splice(bytes(data))
+        if got is not None:
+            accepted += 1
+            assert as_decoded(bytes(data)) == got, (bytes(data), got)
+    assert accepted > 2000
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        # A symbol (0x0E) where a string belongs: it decodes to str but does not round-trip.
+        splice("t", 1, 0, "x").replace(b"\x02insert", b"\x0einsert"),
+        # An array key other than "0".
+        splice("t", 1, 0, "x").replace(b"\x030\x00", b"\x031\x00"),
+        # Fields in another order.
+        bson.encode({"ops": [{"op": "splice", "index": 1, "path": "t", "insert": "x"}]}),
+        # int64 positions, non-ASCII text.
+        splice("t", Int64(1), 0, "x"),
+        splice("t", 1, 0, "é"),
+    ],
+)
+def test_canonical_splice_refuses_other_encodings(data: bytes) -> None:
+    assert _canonical_splice(data) is None

@@ -22,6 +22,7 @@ import datetime
 import itertools
 import json
 import math
+import struct
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -455,3 +456,40 @@ def clean(value: Any) -> Any:
     if type(value) is Decimal128 and value.to_decimal().is_nan():
         return DECIMAL_NAN  # Likewise: "$numberDecimal" is "NaN" whatever the sign and payload.
     return value
+
+
+def canonical_nans(value: Any) -> Any:
+    """``value`` with every NaN (double or Decimal128) made the canonical one, as ``clean``
+    makes them in the mirror; the very same object when it holds no NaN to change (the usual
+    case), so that checking a large value allocates nothing. ``_plain(clean(value))`` copied
+    every container of it twice."""
+    t = type(value)
+    if t is dict or isinstance(value, dict):
+        changed: dict[str, Any] | None = None
+        for k, v in value.items():
+            c = canonical_nans(v)
+            if c is not v:
+                if changed is None:
+                    changed = dict(value)
+                changed[k] = c
+        return value if changed is None else changed
+    if t is list:
+        out: list[Any] | None = None
+        for i, v in enumerate(value):
+            c = canonical_nans(v)
+            if c is not v:
+                if out is None:
+                    out = list(value)
+                out[i] = c
+        return value if out is None else out
+    if t is float:
+        if math.isnan(value) and _DOUBLE.pack(value) != _NAN_BITS:
+            return math.nan
+        return value
+    if t is Decimal128 and value.bid != DECIMAL_NAN.bid and value.to_decimal().is_nan():
+        return DECIMAL_NAN
+    return value
+
+
+_DOUBLE = struct.Struct("<d")
+_NAN_BITS = _DOUBLE.pack(math.nan)

@@ -6,12 +6,14 @@ import datetime
 import json
 
 from bson import json_util
+from bson.decimal128 import Decimal128
 from bson.objectid import ObjectId
 from hypothesis import given
 from hypothesis import strategies as st
 
 from virtualdom.engine import Replica
-from virtualdom.engine.values import _EJSON, clean, ejson_leaf, encode_document
+from virtualdom.engine.replica import _plain
+from virtualdom.engine.values import _EJSON, canonical_nans, clean, ejson_leaf, encode_document
 
 
 def general(value: object) -> object:
@@ -58,3 +60,25 @@ def test_texts_written_from_lean_prelims_read_back_exactly() -> None:
     )
     other.merge(r.encode_state())
     assert other.to_python()["s"] == "héllo!"
+
+
+@given(
+    st.recursive(
+        st.floats()
+        | st.integers(-(2**31), 2**31 - 1)
+        | st.text(max_size=3)
+        | st.sampled_from(
+            [Decimal128("NaN"), Decimal128("-NaN"), Decimal128("sNaN"), Decimal128("1.5")]
+        ),
+        lambda kids: (
+            st.lists(kids, max_size=3)
+            | st.dictionaries(st.text("ab$.", max_size=2), kids, max_size=3)
+        ),
+        max_leaves=12,
+    )
+)
+def test_canonical_nans_matches_clean_and_shares_what_it_can(value: object) -> None:
+    out = canonical_nans(value)
+    assert encode_document({"v": out}) == encode_document({"v": _plain(clean(value))})
+    if encode_document({"v": value}) == encode_document({"v": out}):
+        assert out is value  # nothing to change: not even copied

@@ -118,13 +118,6 @@ class Plan:
 # -- measuring ------------------------------------------------------------------------------------
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process, from /proc (all its threads)."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 class Meter:
     """Wall time and the CPU the client (this process) and the server spent in the phases it
     measured (they add up): which side was saturated is part of what a figure means, and CPU
@@ -136,13 +129,13 @@ class Meter:
 
     @contextlib.contextmanager
     def measure(self) -> Any:
-        w, c, s = now(), time.process_time(), cpu_seconds(self.pid)
+        w, c, s = now(), time.process_time(), common.cpu_seconds(self.pid)
         try:
             yield self
         finally:
             self.wall += now() - w
             self.client += time.process_time() - c
-            self.server += cpu_seconds(self.pid) - s
+            self.server += common.cpu_seconds(self.pid) - s
 
     def shares(self) -> dict[str, float]:
         """CPU used per wall second (1.0 = a whole core)."""

@@ -242,18 +242,20 @@ class SessionService:
             await self._leave(session, joined)
         elif kind == "diff":
             m = self._member(session, msg.diff.node_id)
-            if not msg.diff.diff_bson:
+            diff_bson = msg.diff.diff_bson  # once: each read of a bytes field copies it
+            if not diff_bson:
                 raise BadRequest("diff_bson is empty")
-            caller().require_write(m.node_id, len(msg.diff.diff_bson))  # joined = may read
+            caller().require_write(m.node_id, len(diff_bson))  # joined = may read
             ctx = clock_of(msg.diff.vector_clock) if msg.diff.vector_clock.counters else None
-            write = Write(diff=msg.diff.diff_bson, context=ctx, actor=m.actor, origin=m.member_id)
+            write = Write(diff=diff_bson, context=ctx, actor=m.actor, origin=m.member_id)
             await self._write(session, msg.seq, m, write)
         elif kind == "update":
             m = self._member(session, msg.update.node_id)
-            if not msg.update.update:
+            update = msg.update.update  # once: each read of a bytes field copies it
+            if not update:
                 raise BadRequest("update is empty")
-            caller().require_write(m.node_id, len(msg.update.update))
-            write = Write(update=msg.update.update, actor=m.actor, origin=m.member_id)
+            caller().require_write(m.node_id, len(update))
+            write = Write(update=update, actor=m.actor, origin=m.member_id)
             await self._write(session, msg.seq, m, write)
         elif kind == "presence":
             m = self._member(session, msg.presence.node_id)

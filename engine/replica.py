@@ -9,9 +9,10 @@ The replica keeps two views of the document in step:
   code-point positions are turned into pycrdt's UTF-8 byte offsets with it, and snapshots are
   encoded from it.
 
-Local diffs update the mirror directly; remote updates update it from pycrdt's deep events, which
-also yields the *effective* change as a diff. Tests compare the mirror with a fresh reading of the
-CRDT after every step.
+Local diffs update the mirror directly (typing into an ASCII text leaves the string stale until
+the mirror is next read: see ``_fast_splice``); remote updates update it from pycrdt's deep
+events, which also yields the *effective* change as a diff. Tests compare the mirror with a fresh
+reading of the CRDT after every step.
 """
 
 from __future__ import annotations

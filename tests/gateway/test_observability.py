@@ -320,3 +320,33 @@ async def test_tracing_console_exporter_spans(tmp_path: Any, capsys: Any) -> Non
     r = spans["virtualdom.v1.MemoryGateway/ReadSnapshot"]
     assert r["parent_id"] is None
     assert r["attributes"]["rpc.grpc.status_code"] == grpc.StatusCode.NOT_FOUND.value[0]
+
+
+def test_log_line_values_and_timestamps_match_json_and_datetime() -> None:
+    """The access log's fast formatting gives exactly what json.dumps and datetime give."""
+    import datetime
+    import json
+
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from virtualdom.server.observability import _json_value, _utc
+
+    values = st.one_of(
+        st.text(), st.integers(), st.floats(allow_nan=True), st.booleans(), st.none(),
+        st.lists(st.text(), max_size=3), st.binary(max_size=8),
+    )  # fmt: skip
+
+    @settings(max_examples=500, deadline=None)
+    @given(values)
+    def same_value(v: object) -> None:
+        assert _json_value(v) == json.dumps(v, ensure_ascii=False, default=str)
+
+    @settings(max_examples=500, deadline=None)
+    @given(st.floats(min_value=0, max_value=4e9))
+    def same_time(created: float) -> None:
+        t = datetime.datetime.fromtimestamp(created, datetime.UTC)
+        assert _utc(created) == t.strftime("%Y-%m-%dT%H:%M:%S.") + f"{t.microsecond // 1000:03d}Z"
+
+    same_value()
+    same_time()

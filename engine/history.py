@@ -3,6 +3,13 @@
 Past versions are rebuilt by replaying updates onto the base state; compaction folds the oldest
 updates into the base. Keeping only updates and ops (no per-version snapshots) keeps memory
 proportional to the edits, not to the document size times the number of versions.
+
+A change whose update is :data:`LARGE_UPDATE` bytes or more (a large document written at once) is
+not kept: keeping it (or a base state holding it) would hold another copy of the document for as
+long as it is loaded, beside the replica's own. The history then starts at that version, with
+a base state it does not hold: clocks and effective ops of the versions from it on are kept
+(causal contexts keep working), but past versions can no longer be rebuilt, only the latest one
+read (``HistoryCompacted`` names it as the oldest readable version).
 """
 
 from __future__ import annotations
@@ -15,6 +22,9 @@ from pycrdt import Doc
 from .clock import ClockKey
 from .diff import Op
 from .errors import CausalityError, HistoryCompacted
+
+#: Updates (and base states) at least this large are not held in memory (see the module doc).
+LARGE_UPDATE = 16 << 20
 
 
 class Record(NamedTuple):
@@ -32,7 +42,9 @@ class History:
     def __init__(
         self, base_state: bytes, base_version: int, base_clock: ClockKey, retain: int | None
     ):
-        self._base_state: bytes | None = base_state
+        #: Whether the base state is held: past versions can be rebuilt only then.
+        self.base_held = len(base_state) < LARGE_UPDATE
+        self._base_state: bytes | None = base_state if self.base_held else None
         self._base_doc: Doc[Any] | None = None
         self.base_version = base_version
         self.base_clock = base_clock
@@ -53,6 +65,16 @@ class History:
         return self.base_version + len(self.records)
 
     def append(self, record: Record) -> None:
+        if len(record.update) >= LARGE_UPDATE:
+            # Forget the update and everything before it: the history starts here, its base
+            # state (the replica's current state) not held.
+            self.records.clear()
+            self.by_clock.clear()
+            self._base_state = self._base_doc = None
+            self.base_held = False
+            self.base_version = record.version
+            self.base_clock = record.clock
+            return
         self.records.append(record)
         self.by_clock[record.clock] = record.version
         # Compact in chunks so that the O(document) rebuild is amortised over many versions.
@@ -89,6 +111,13 @@ class History:
     def updates_until(self, version: int) -> list[bytes]:
         """The base state and the updates that rebuild ``version``."""
         self._check(version)
+        if not self.base_held:
+            raise HistoryCompacted(
+                f"version {version} cannot be rebuilt: the history since version "
+                f"{self.base_version} does not hold its large base state; the oldest readable "
+                f"version is the latest, {self.version}",
+                self.version,
+            )
         return [self.base_state] + [
             self.records[i].update for i in range(version - self.base_version)
         ]
@@ -98,6 +127,15 @@ class History:
         if version <= self.base_version:
             return
         self._check(version)
+        if not self.base_held:
+            # No base state to fold into: the folded versions are just forgotten.
+            while self.records and self.records[0].version <= version:
+                rec = self.records.popleft()
+                if self.by_clock.get(rec.clock) == rec.version:
+                    del self.by_clock[rec.clock]
+                self.base_clock = rec.clock
+            self.base_version = version
+            return
         # The base is kept as a live Doc so that compaction costs only the folded updates.
         if self._base_doc is None:
             self._base_doc = Doc()

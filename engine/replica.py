@@ -26,7 +26,7 @@ from typing import Any
 
 from pycrdt import Array, Doc, Map, Text, TransactionEvent
 
-from . import yupdate
+from . import history, yupdate
 from .clock import (
     ANONYMOUS,
     ClockKey,
@@ -53,6 +53,7 @@ from .transform import transform_ops
 from .values import (
     META,
     DocNode,
+    canonical_nans,
     clean,
     counter_total,
     decode_document,
@@ -171,9 +172,10 @@ class Replica:
         replica._clock = None
         replica.clock()  # reads our own clocks (_own_main, _ticks) from the state vector
         replica._tick_marker_due = replica._ticks > 0
-        replica._history = History(
-            replica.encode_state(), version, clock_key(replica.clock()), retain
-        )
+        # A large state is not held by the history (see history.LARGE_UPDATE): no need to encode
+        # it again only for the history to drop it.
+        base = state if len(state) >= history.LARGE_UPDATE else replica.encode_state()
+        replica._history = History(base, version, clock_key(replica.clock()), retain)
         return replica
 
     # -- reading ---------------------------------------------------------------------------------
@@ -224,10 +226,16 @@ class Replica:
             self._flush()
             doc: Any = self._mirror
             if path is None:
-                if self._snapshot is None:
-                    self._snapshot = encode_document(self._mirror)
-                    self._size = len(self._snapshot)
-                return self._snapshot
+                if self._snapshot is not None:
+                    return self._snapshot
+                snap = encode_document(self._mirror)
+                self._size = len(snap)
+                # A large document's encoding is not kept: it would hold a second copy of the
+                # document for as long as the document stays loaded (re-encoding costs ~1-4 ms
+                # per MB of BSON per read, small beside sending that many bytes).
+                if len(snap) < SNAPSHOT_CACHE_MAX:
+                    self._snapshot = snap
+                return snap
         else:
             doc = self._materialize_at(version)
         if path:
@@ -550,6 +558,9 @@ class Replica:
         self, clock: VectorClock, ops: tuple[Op, ...], actor: str, key: ClockKey | None = None
     ) -> Change:
         change = Change(self.version + 1, actor, clock, self._last_update, ops)
+        # Every change's transaction sets it anew: holding it on would keep a large change's
+        # update (as large as the document) alive after the history has let it go.
+        self._last_update = b""
         if key is None:
             key = clock_key(clock)
             self._key = None  # the fast path's cached key may be stale now
@@ -886,6 +897,10 @@ def _norm(container: Any, seg: str | int) -> str | int:
 
 #: The ops whose op_* method stamps an epoch on the fields it writes.
 _EPOCH_OPS = frozenset({"set", "replace"})
+#: Snapshots at least this large are encoded on each read rather than cached (see snapshot).
+SNAPSHOT_CACHE_MAX = 16 << 20
+#: What ``{"v": doc}`` adds to ``doc`` encoded: a length, a type byte, "v\0", a terminator.
+_WRAPPED = len(encode_document({"v": {}})) - len(encode_document({}))
 
 
 class _Plan:
@@ -938,11 +953,15 @@ class _Plan:
             self.size = len(encode_document(self.r._mirror))
             lim.check("max_document_bytes", lim.max_document_bytes, self.size, "document size")
 
-    def _check_value(self, value: Any, depth: int) -> None:
+    def _check_value(self, value: Any, depth: int) -> int:
+        """Check the value against the limits, count it into the running size, and return the
+        size of ``{"v": value}`` encoded."""
         lim = self.r.limits
         lim.check("max_depth", lim.max_depth, depth + depth_of(value), "nesting depth")
         lim.check("max_string_chars", lim.max_string_chars, max_string(value), "string length")
-        self.size += len(encode_document({"v": value}))
+        n = len(encode_document({"v": value}))
+        self.size += n
+        return n
 
     def add(self, op: Op, i: int) -> None:
         if op.op != "splice":
@@ -1202,7 +1221,10 @@ class _Plan:
         self.effective.append(Op("set", path, value))
 
     def op_replace(self, op: Op, epoch: str) -> None:
-        self._check_value(op.value, 0)
+        # {"v": doc} encodes as the document plus 8 bytes (its length, the element's type byte,
+        # "v\0" and the terminator): the document's size without encoding it a second time (an
+        # encode of a 100 MB document takes ~0.1-0.4 s and a transient copy of it).
+        size = self._check_value(op.value, 0) - _WRAPPED
         r = self.r
         old = r._mirror
         new = DocNode()
@@ -1210,7 +1232,7 @@ class _Plan:
             new[k] = clean(v)
             new.meta[k] = (float(i), epoch)
         r._mirror = new
-        self.size = len(encode_document(op.value))
+        self.size = size
         self.inserts = self.inserts or bool(op.value)
 
         def undo() -> None:
@@ -1232,11 +1254,19 @@ class _Plan:
 
 def _canonical_nans(op: Op) -> Op:
     """The op with every NaN double in its values made the canonical NaN (as the mirror and the
-    CRDT hold it), so effective ops reproduce the snapshot byte for byte."""
+    CRDT hold it), so effective ops reproduce the snapshot byte for byte.
+
+    The very same op when its values hold no NaN to change: every diff holding binary data or
+    doubles comes here (its bytes may contain 0x7f or 0xff), and copying its values would hold
+    a second copy of every container of a large document for the whole write."""
     if op.op in ("set", "replace"):
-        op = dataclasses.replace(op, value=_plain(clean(op.value)))
+        value = canonical_nans(op.value)
+        if value is not op.value:
+            op = dataclasses.replace(op, value=value)
     elif op.op == "insert":
-        op = dataclasses.replace(op, values=[_plain(clean(v)) for v in op.values])
+        values = [canonical_nans(v) for v in op.values]
+        if any(a is not b for a, b in zip(values, op.values, strict=True)):
+            op = dataclasses.replace(op, values=values)
     return op
 
 

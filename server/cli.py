@@ -8,6 +8,7 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from virtualdom.client.cli import add_commands as add_client_commands
 from virtualdom.client.cli import run as run_client_command
@@ -62,13 +63,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         for name in unknown_env(os.environ):
             logging.getLogger("virtualdom").warning("ignoring %s: no such setting", name)
         try:
+            uvloop: Any = None
             if config.event_loop == "uvloop":
                 try:
                     import uvloop
-                except ImportError:
-                    print("virtualdom: event_loop = uvloop needs uvloop: "
-                          "pip install 'virtualdom[uvloop]'", file=sys.stderr)  # fmt: skip
-                    return 2
+                except ImportError:  # e.g. Windows, where it is not built
+                    logging.getLogger("virtualdom").warning(
+                        "uvloop is not installed: using asyncio's event loop"
+                    )
+            if uvloop is not None:
                 uvloop.run(run(config))
             else:
                 asyncio.run(run(config))

@@ -44,9 +44,10 @@ class GatewayConfig:
     feed_capacity: int = 20_000
     #: Most changes batched into one stream message.
     batch_events: int = 512
-    #: The event loop: "asyncio" (the standard library's) or "uvloop" (needs the "uvloop" extra;
-    #: BENCHMARKS.md measures the difference).
-    event_loop: str = "asyncio"
+    #: The event loop of `virtualdom serve`: "uvloop" (6-19 % less CPU per call than asyncio's
+    #: in BENCHMARKS.md's runs; where uvloop is not installed, asyncio's is used with a warning)
+    #: or "asyncio" (the standard library's).
+    event_loop: str = "uvloop"
     #: Response compression ("gzip" or "none"). Off by default: gzip is applied to every
     #: response, small ones included, and costs far more CPU than it saves on a LAN (a 10 MB
     #: snapshot read took 12x longer with it; BENCHMARKS.md). Turn it on for slow links;

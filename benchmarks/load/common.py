@@ -114,8 +114,11 @@ class ServerProcess:
         args: Sequence[str] = (),
         env: dict[str, str] | None = None,
         affinity: set[int] | None = None,
+        code: str | None = None,
     ):
+        #: ``python -m module args``, or with ``code``: ``python -c code args``.
         self.module = module
+        self.code = code
         #: The cores it may run on (default: the server cores).
         self.affinity = affinity if affinity is not None else cores()[1]
         self.args = list(args)
@@ -128,7 +131,8 @@ class ServerProcess:
 
     def start(self, timeout: float = 60.0) -> ServerProcess:
         env = {**os.environ, "PYTHONPATH": str(ROOT), **(self.env or {})}
-        cmd = [sys.executable, "-m", self.module, *self.args]
+        head = ["-c", self.code] if self.code is not None else ["-m", self.module]
+        cmd = [sys.executable, *head, *self.args]
         log = open(self.log, "w")  # noqa: SIM115 - closed in stop()
         self._logf = log
         self.proc = subprocess.Popen(
@@ -186,14 +190,17 @@ class ServerProcess:
 
 
 @contextlib.contextmanager
-def gateway(*extra: str, loop: str = "asyncio") -> Iterator[ServerProcess]:
-    """The real gateway (default settings, embedded SQLite store in a fresh folder)."""
-    with ServerProcess("benchmarks.load.gateway_proc", ["--loop", loop, *extra]) as p:
+def gateway(*extra: str, loop: str | None = None) -> Iterator[ServerProcess]:
+    """The real gateway (default settings — the event loop too, unless ``loop`` names one —
+    embedded SQLite store in a fresh folder)."""
+    args = ["--loop", loop, *extra] if loop is not None else list(extra)
+    with ServerProcess("benchmarks.load.gateway_proc", args) as p:
         yield p
 
 
 @contextlib.contextmanager
-def echo(*extra: str, loop: str = "asyncio") -> Iterator[ServerProcess]:
-    """The bare grpcio echo service with the gateway's message shapes (the framework limit)."""
+def echo(*extra: str, loop: str = "uvloop") -> Iterator[ServerProcess]:
+    """The bare grpcio echo service with the gateway's message shapes (the framework limit), on
+    the gateway's default event loop."""
     with ServerProcess("benchmarks.load.echo_server", ["--loop", loop, *extra]) as p:
         yield p

@@ -148,7 +148,7 @@ if __name__ == "__main__":
     ap = argparse.ArgumentParser()
     ap.add_argument("--port", type=int, default=0)
     ap.add_argument("--reuseport", action="store_true", help="several processes on one port")
-    ap.add_argument("--loop", choices=["asyncio", "uvloop"], default="asyncio")
+    ap.add_argument("--loop", choices=["asyncio", "uvloop"], default="uvloop")
     a = ap.parse_args()
     if a.loop == "uvloop":
         import uvloop

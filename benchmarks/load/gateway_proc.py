@@ -36,7 +36,8 @@ async def main(args: argparse.Namespace) -> None:
 if __name__ == "__main__":
     ap = argparse.ArgumentParser()
     ap.add_argument("--data-dir", default="data")
-    ap.add_argument("--loop", choices=["asyncio", "uvloop"], default="asyncio")
+    # The default of `virtualdom serve` (GatewayConfig.event_loop).
+    ap.add_argument("--loop", choices=["asyncio", "uvloop"], default=GatewayConfig.event_loop)
     ap.add_argument("--no-access-log", action="store_true")
     a = ap.parse_args()
     if a.loop == "uvloop":

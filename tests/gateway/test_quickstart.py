@@ -49,6 +49,7 @@ def test_grpcurl_quick_start(tmp_path):
                 break
         else:
             pytest.fail("the gateway exited before listening")
+        assert line.rstrip().endswith("event loop uvloop"), line  # the default on Linux
         env = {**os.environ, "PATH": path, "VIRTUALDOM_ADDR": f"127.0.0.1:{port}",
                "PYTHON": sys.executable}  # fmt: skip
         out = subprocess.run(

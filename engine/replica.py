@@ -187,7 +187,8 @@ class Replica:
 
     @property
     def oldest_version(self) -> int:
-        """The oldest version still readable (and usable as a causal context)."""
+        """The oldest version usable as a causal context, and readable unless a change of 16 MiB
+        or more since made only the latest readable (see engine/history.py)."""
         return self._history.base_version
 
     def clock(self) -> VectorClock:

@@ -184,7 +184,7 @@ class DocumentHost:
                     dups.append((w, first))
                     continue
                 if w.request_id and (done := await self._replay(w.request_id)) is not None:
-                    w.future.set_result(done)
+                    _resolve(w.future, done)
                     continue
                 r = self.replica
                 if w.expected_version is not None and w.expected_version != r.version:
@@ -200,10 +200,10 @@ class DocumentHost:
                     with gc_paused(len(w.diff)):
                         change = r.apply_diff(w.diff, w.context)
             except (EngineError, VersionMismatch) as exc:
-                w.future.set_exception(exc)
+                _fail(w.future, exc)
                 continue
             if change is None:
-                w.future.set_result(WriteResult(r.version, r.clock(), None))
+                _resolve(w.future, WriteResult(r.version, r.clock(), None))
                 continue
             stored = StoredChange(
                 self.node_id,
@@ -232,18 +232,19 @@ class DocumentHost:
             self.replica = await load_replica(self.node_id, self.store, self.config)
             return
         self.exists = True
+        results: dict[str, WriteResult] = {}
         for w, change, stored in pending:
             self.last_seq = max(self.last_seq, stored.seq)
             result = WriteResult(change.version, change.clock, stored)
             if w.request_id:
                 self._remember(w.request_id, result)
-            if w.future is not None and not w.future.done():
-                w.future.set_result(result)
+                results[w.request_id] = result
+            _resolve(w.future, result)
         for w, first in dups:
-            assert first.future is not None and first.future.done()
-            done = first.future.result()
-            if w.future is not None and not w.future.done():
-                w.future.set_result(WriteResult(done.version, done.clock, done.stored, True))
+            # From the batch's own results: the first copy's caller may have gone (its
+            # future cancelled), the write was stored all the same.
+            done = results[first.request_id]
+            _resolve(w.future, WriteResult(done.version, done.clock, done.stored, True))
         if self.replica.version - self.snapshot_version >= self.config.snapshot_every:
             await self.save_snapshot()
 
@@ -313,6 +314,13 @@ def gc_paused(nbytes: int) -> Iterator[None]:
         yield
     finally:
         gc.enable()
+
+
+def _resolve(fut: asyncio.Future[Any] | None, result: Any) -> None:
+    # A caller that went away (deadline, cancelled session) cancelled its future; the command
+    # ran all the same, and the actor must not trip over the future.
+    if fut is not None and not fut.done():
+        fut.set_result(result)
 
 
 def _fail(fut: asyncio.Future[Any] | None, exc: BaseException) -> None:
@@ -401,7 +409,8 @@ class Documents:
             else:
                 host = await fut
         if not create and not host.exists:
-            if not host.members and host.mailbox.empty() and self.hosts.get(node_id) is host:
+            idle = not host.members and not host.writing and host.mailbox.empty()
+            if idle and self.hosts.get(node_id) is host:
                 # Do not keep hosts of documents that do not exist (reads of random ids).
                 del self.hosts[node_id]
                 await host.stop()

@@ -66,12 +66,12 @@ class Entry:
         c = self.change
         return len(c.diff_bson) + len(c.update) >= LARGE_CHANGE_BYTES
 
-    def hollow_out(self) -> None:
-        """Drop the payload. A copy of the change without it: the StoredChange itself is the
-        writer's (its response may still be using it)."""
-        self.change = dataclasses.replace(self.change, diff_bson=b"", update=b"")
-        self._with_update = self._without_update = None
-        self.hollow = True
+    def hollowed(self) -> Entry:
+        """This entry without its payload, a new object: a follower may hold this one in a
+        batch it has yet to encode and send, and the StoredChange is the writer's (its
+        response may still be using it)."""
+        change = dataclasses.replace(self.change, diff_bson=b"", update=b"")
+        return Entry(change, self.origin, hollow=True)
 
     def message(self, include_update: bool) -> pb.Change:
         c = self.change
@@ -160,11 +160,9 @@ class ChangeFeed:
             del self._seqs[:drop]
             del self._entries[:drop]
             if self._large:
-                # Out of the window: its followers take it from the store now.
+                # Out of the window: its followers take it from the store now (the window no
+                # longer holds it; a follower holding it in a batch keeps it until sent).
                 start = self.window_start()
-                for e, _ in self._large:
-                    if e.seq <= start:
-                        e.hollow_out()
                 self._large = [(e, w) for e, w in self._large if e.seq > start]
         for e in entries:
             for f in self._by_node.get(e.change.node_id, ()):
@@ -184,7 +182,7 @@ class ChangeFeed:
                 if waiting:
                     self._large.append((e, waiting))
                 else:
-                    e.hollow_out()
+                    self._hollow_out(e)
 
     def _taken(self, follower: Follower, after: int | None) -> None:
         """``follower`` has taken every change up to ``after`` (None: it left): hollow out the
@@ -196,8 +194,15 @@ class ChangeFeed:
             if waiting:
                 keep.append((e, waiting))
             else:
-                e.hollow_out()
+                self._hollow_out(e)
         self._large = keep
+
+    def _hollow_out(self, e: Entry) -> None:
+        """Replace ``e`` in the window by its payload-less copy (``e`` itself is left whole for
+        whoever holds it)."""
+        i = bisect.bisect_left(self._seqs, e.seq)
+        if i < len(self._seqs) and self._entries[i] is e:
+            self._entries[i] = e.hollowed()
 
     def window_start(self) -> int:
         """Entries with seq > this are all in the window (when it is not empty)."""

@@ -79,7 +79,8 @@ MAX_LOGGED_ID = 256
 # -- logging -------------------------------------------------------------------------------------
 
 
-_UTC_SECOND: list[Any] = [None, ""]  # the last whole second formatted, and its text
+# The last whole second formatted, and its text (one tuple, replaced whole: threads log too).
+_UTC_SECOND: list[tuple[int, str]] = [(-1, "")]
 
 
 def _utc(created: float) -> str:
@@ -89,10 +90,11 @@ def _utc(created: float) -> str:
     if micros >= 1_000_000:
         whole, micros = whole + 1, micros - 1_000_000
     second = int(whole)
-    if _UTC_SECOND[0] != second:
+    cached = _UTC_SECOND[0]
+    if cached[0] != second:
         t = _dt.datetime.fromtimestamp(second, _dt.UTC)
-        _UTC_SECOND[:] = [second, t.strftime("%Y-%m-%dT%H:%M:%S.")]
-    return f"{_UTC_SECOND[1]}{micros // 1000:03d}Z"
+        cached = _UTC_SECOND[0] = (second, t.strftime("%Y-%m-%dT%H:%M:%S."))
+    return f"{cached[1]}{micros // 1000:03d}Z"
 
 
 _NEEDS_ESCAPE = re.compile(r'[\x00-\x1f"\\]')
@@ -154,6 +156,7 @@ class TextFormatter(logging.Formatter):
 
 
 _HANDLER_MARK = "_virtualdom_handler"
+
 
 def configure_logging(level: str = "INFO", fmt: str = "text", stream: Any = None) -> None:
     """Send every log record at ``level`` or above to ``stream`` (stderr) as ``fmt``
@@ -399,7 +402,7 @@ class CallObserver:
         if not call.principal:
             # Set by the security layer inside this call's task (every call has a task of its
             # own, so what the inner layers set is still there when the call ends).
-            call.principal = callctx.principal.get() or _caller_subject()
+            call.principal = _caller_subject()
         if not call.request_id:
             call.request_id = call.fallback_id
         self.obs.record(call, seconds)
@@ -510,7 +513,7 @@ def _status(
 
 
 def _caller_subject() -> str:
-    """The subject the security layer verified, when it did not set ``context.principal``."""
+    """The subject the security layer verified for the current call ("" when none)."""
     try:
         from .auth import current_caller
     except ImportError:  # pragma: no cover - the security module is optional here

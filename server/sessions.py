@@ -200,9 +200,9 @@ class SessionService:
             task = asyncio.current_task()
             if task is None or not task.cancelling():  # cancelled: the session is over anyway
                 # Every write read so far is acknowledged (or refused) before the stream ends.
+                # (asyncio.wait: neither cancels the acker nor swallows a cancel of this task.)
                 await session.writes.put(None)
-                with contextlib.suppress(asyncio.CancelledError):
-                    await acker
+                await asyncio.wait({acker})
                 await session.out.put(None)
 
     async def _acks(self, session: Session) -> None:
@@ -211,22 +211,25 @@ class SessionService:
             seq, m, fut = item
             try:
                 result: WriteResult = await fut
-            except Exception as exc:
-                await session.out.put(_error_update(seq, m.node_id, exc))
-                continue
-            stored = result.stored
-            diff, update = _fit(
-                stored.diff_bson if stored else b"", stored.update if stored else b"", self.config
-            )
-            await session.out.put(
-                pb.SessionUpdate(
+                stored = result.stored
+                diff, update = _fit(
+                    stored.diff_bson if stored else b"",
+                    stored.update if stored else b"",
+                    self.config,
+                )
+                reply = pb.SessionUpdate(
                     ack=pb.Ack(
-                        seq=seq, node_id=m.node_id, version=result.version,
+                        seq=seq,
+                        node_id=m.node_id,
+                        version=result.version,
                         vector_clock=pb.VectorClock(counters=result.clock),
-                        diff_bson=diff, update=update,
+                        diff_bson=diff,
+                        update=update,
                     )
                 )
-            )  # fmt: skip
+            except Exception as exc:  # the write's error, or a bug building the Ack: reported
+                reply = _error_update(seq, m.node_id, exc)
+            await session.out.put(reply)
 
     async def _handle(self, session: Session, msg: pb.SessionMessage) -> None:
         kind = msg.WhichOneof("kind")

@@ -93,3 +93,22 @@ async def test_gateway_keeps_no_copy_of_a_large_write_once_acknowledged(tmp_path
         # Mirror + update is 2x (plus a few KB); the request, the stored diff and the feed
         # entry made it 4x.
         assert held < 2.5 * len(blob), f"{held / len(blob):.2f}x the document held"
+
+
+def test_a_batch_a_follower_holds_keeps_its_large_change_whole() -> None:
+    """Dropping a delivered large change's payload replaces the window's entry: the batch a
+    follower took (and may still be encoding and sending) is left as it was."""
+    from virtualdom.engine import clock_to_bson
+    from virtualdom.server.feed import ChangeFeed
+    from virtualdom.server.store import StoredChange
+
+    feed = ChangeFeed()
+    follower = feed.follow(NODE, None)
+    payload = os.urandom(BIG)
+    feed.publish([StoredChange(NODE, 1, "a", 0, clock_to_bson({"a": 1}), payload, b"", seq=1)])
+    batch = feed.read(0, follower, 10)
+    assert batch is not None and batch[0].change.diff_bson == payload
+    assert feed.read(1, follower, 10) == []  # taken: the window drops its payload now
+    assert feed._entries[0].hollow and feed._entries[0].change.diff_bson == b""
+    assert not batch[0].hollow and batch[0].change.diff_bson == payload
+    assert batch[0].encoded_field(False)  # still encodable for the follower that holds it

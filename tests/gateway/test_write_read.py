@@ -448,3 +448,40 @@ async def test_a_document_whose_stored_update_is_over_the_diff_limit_loads_again
         big = diff(set_("x", "y" * len(d)))
         await rpc_error(stub.WriteDiff(pb.WriteDiffRequest(node_id=NODE, diff_bson=big)),
                         grpc.StatusCode.INVALID_ARGUMENT, "max_diff_bytes")  # fmt: skip
+
+
+@async_test()
+async def test_writes_whose_callers_went_away_do_not_break_the_document(tmp_path):
+    """Callers that give up (a deadline, a cancelled session) cancel their futures; the actor
+    still runs their writes, and the rest of the batch is stored and answered."""
+    from virtualdom.server.documents import Write
+
+    async with gateway(tmp_path) as (gw, stub):
+        await write(stub, NODE, set_("n", 1))
+        assert gw.store is not None and gw.documents is not None
+        host = gw.documents.hosts[NODE]
+        store_append = gw.store.append
+        entered, release = asyncio.Event(), asyncio.Event()
+
+        async def held_append(changes):  # the real store, its first commit held
+            entered.set()
+            await release.wait()
+            await store_append(changes)
+
+        gw.store.append = held_append  # type: ignore[method-assign]
+        first = host.enqueue(Write(diff=diff(set_("n", 2))))
+        await entered.wait()  # the batch after it queues up behind its commit
+        noop = host.enqueue(Write(diff=diff(set_("n", 3)), expected_version=99))  # refused
+        same = host.enqueue(Write(diff=diff(set_("n", 3)), request_id="r"))
+        retry = host.enqueue(Write(diff=diff(set_("n", 3)), request_id="r"))
+        last = host.enqueue(Write(diff=diff(set_("m", 1))))
+        for gone in (noop, same):
+            gone.cancel()
+        gw.store.append = store_append  # type: ignore[method-assign]
+        release.set()
+        assert (await first).version == 2
+        again = await retry
+        assert again.replayed and again.version == 3  # the cancelled first copy was stored
+        assert (await last).version == 4
+        assert await doc(stub, NODE) == {"n": 3, "m": 1}
+        assert (await write(stub, NODE, set_("k", 1))).new_version == 5  # the actor lives on

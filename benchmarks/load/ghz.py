@@ -11,7 +11,6 @@ call failed raises :class:`GhzError` instead of returning figures.
 from __future__ import annotations
 
 import json
-import os
 import resource
 import shutil
 import subprocess
@@ -111,12 +110,14 @@ def run_ghz(
         else:
             cmd += ["--duration", f"{duration_s:g}s", "--duration-stop", "wait"]
         cmd.append(target)
-        client = cores()[0]
+        # Pinned by taskset (it sets the mask, then execs ghz, whose threads inherit it), not
+        # by a preexec_fn: Python code between fork and exec in a process whose grpc threads
+        # are running made the child abort now and then (grpc's fork handlers, SIGABRT).
+        taskset = shutil.which("taskset")
+        if taskset is not None:
+            cmd = [taskset, "-c", ",".join(map(str, sorted(cores()[0]))), *cmd]
         before = _children_cpu()
-        proc = subprocess.run(
-            cmd, capture_output=True, text=True, check=False,
-            preexec_fn=lambda: os.sched_setaffinity(0, client),
-        )  # fmt: skip
+        proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
         cpu = _children_cpu() - before
     if proc.returncode != 0 or not proc.stdout.strip():
         raise GhzError(f"ghz exited {proc.returncode}: {proc.stderr.strip()[:2000]}")

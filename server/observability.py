@@ -48,6 +48,7 @@ from prometheus_client.registry import Collector
 
 from . import context as callctx
 from .config import GatewayConfig
+from .pipeline import Handler, Layer
 
 if TYPE_CHECKING:
     from .app import Gateway
@@ -330,16 +331,6 @@ def _counting_serializer(serialize: Callable[[Any], bytes]) -> Callable[[Any], b
 
 
 # -- the call layers -------------------------------------------------------------------------------
-
-
-if TYPE_CHECKING:  # generic in grpc-stubs only
-    Handler = grpc.RpcMethodHandler[Any, Any]
-else:
-    Handler = grpc.RpcMethodHandler
-
-
-#: A layer of the call pipeline: wraps one method's handler (server/pipeline.py).
-Layer = Callable[[str, Handler], Handler]
 
 
 class CallObserver:

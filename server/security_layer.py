@@ -19,24 +19,19 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import grpc
 
 from .auth import Caller, current_caller
 from .errors import GatewayError
+from .pipeline import Handler
 from .security import Security
 from .service import abort_for
 
 __all__ = ["SecurityLayer"]
 
 SERVICE_PREFIX = "/virtualdom.v1.MemoryGateway/"
-
-
-if TYPE_CHECKING:  # generic in grpc-stubs only
-    Handler = grpc.RpcMethodHandler[Any, Any]
-else:
-    Handler = grpc.RpcMethodHandler
 
 
 class SecurityLayer:

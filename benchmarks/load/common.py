@@ -21,6 +21,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import bson
+
 ROOT = Path(__file__).resolve().parents[2]
 QUICK = os.environ.get("VIRTUALDOM_BENCH_QUICK", "") not in ("", "0")
 
@@ -69,6 +71,11 @@ class Row:
         d = asdict(self)
         d["ratio"] = self.ratio
         return d
+
+
+def set_diff(path: str, value: Any) -> bytes:
+    """A one-op diff setting ``path`` to ``value`` (the small write of every row)."""
+    return bson.encode({"ops": [{"op": "set", "path": path, "value": value}]})
 
 
 def percentile(values: Sequence[float], p: float) -> float:

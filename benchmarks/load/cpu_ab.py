@@ -21,12 +21,11 @@ import sys
 import tempfile
 from pathlib import Path
 
-import bson
-
 from virtualdom.v1 import gateway_pb2 as pb
 
 from .common import ROOT, ServerProcess, pin_client
 from .ghz import run_ghz
+from .unary import write_messages
 
 # Started with ``python -c``, the source tree first on sys.path: a revision without
 # benchmarks/load still runs.
@@ -57,12 +56,8 @@ def _inline(root: Path) -> ServerProcess:
 
 
 def workloads() -> list[tuple[str, str, list[pb.WriteDiffRequest] | list[pb.ReadSnapshotRequest]]]:
-    def diff(i: int) -> bytes:
-        return bson.encode({"ops": [{"op": "set", "path": "n", "value": i}]})
-
-    one = [pb.WriteDiffRequest(node_id=b"hot", diff_bson=diff(i)) for i in range(256)]
-    many = [pb.WriteDiffRequest(node_id=f"doc/{i % 64}".encode(), diff_bson=diff(i))
-            for i in range(256)]  # fmt: skip
+    one = write_messages([b"hot"])
+    many = write_messages([f"doc/{i}".encode() for i in range(64)])
     reads = [pb.ReadSnapshotRequest(node_id=b"hot")]
     return [("WriteDiff, 1 document", "WriteDiff", one),
             ("WriteDiff, 64 documents", "WriteDiff", many),

@@ -24,12 +24,11 @@ import statistics
 import sys
 from collections.abc import Iterator, Sequence
 
-import bson
-
 from virtualdom.v1 import gateway_pb2 as pb
 
 from .common import QUICK, Row, ServerProcess, gateway, pin_client
 from .ghz import GhzResult, run_ghz
+from .unary import write_messages
 
 ALL_CORES = set(os.sched_getaffinity(0))
 
@@ -49,22 +48,16 @@ def echo_processes(n: int) -> Iterator[list[ServerProcess]]:
         yield procs
 
 
-def write_requests(count: int) -> list[pb.WriteDiffRequest]:
+def write_requests() -> list[pb.WriteDiffRequest]:
     # Distinct documents, so that a gateway would batch them into shared commits and the
     # echo service keeps short logs.
-    return [
-        pb.WriteDiffRequest(
-            node_id=f"scale/{i % 64}".encode(),
-            diff_bson=bson.encode({"ops": [{"op": "set", "path": "n", "value": i}]}),
-        )
-        for i in range(count)
-    ]
+    return write_messages([f"scale/{i}".encode() for i in range(64)])
 
 
 def processes_row(quick: bool) -> Row:
     calls = 1_500 if quick else 20_000
     rounds = 1 if quick else 3
-    msgs = write_requests(256)
+    msgs = write_requests()
     rps: dict[int, list[float]] = {1: [], 2: []}
     for _ in range(rounds):
         for n in (1, 2):  # interleaved, so drift in the neighbours' load hits both
@@ -94,7 +87,7 @@ def processes_row(quick: bool) -> Row:
 def loop_rows(quick: bool) -> list[Row]:
     calls = 1_000 if quick else 6_000
     rounds = 1 if quick else 3
-    writes = write_requests(256)
+    writes = write_requests()
     reads = [pb.ReadSnapshotRequest(node_id=f"scale/{i}".encode()) for i in range(64)]
     res: dict[tuple[str, str], list[tuple[GhzResult, float]]] = {}
     for _ in range(rounds):

@@ -20,7 +20,6 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-import bson
 import grpc
 from pycrdt import Doc, Map, Text, TransactionEvent, create_update_message
 from websockets.asyncio.client import ClientConnection, connect
@@ -183,10 +182,6 @@ class Api:
         return await self.write(
             pb.WriteDiffRequest(node_id=node_id, diff_bson=diff), timeout=TIMEOUT
         )
-
-
-def set_diff(path: str, value: Any) -> bytes:
-    return bson.encode({"ops": [{"op": "set", "path": path, "value": value}]})
 
 
 async def write_many(api: Api, node_id: bytes, diffs: Sequence[bytes], concurrency: int) -> int:

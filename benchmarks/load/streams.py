@@ -40,7 +40,7 @@ from typing import Any, TypeVar
 import bson
 
 from benchmarks.load import common
-from benchmarks.load.common import Row, median, percentile
+from benchmarks.load.common import Row, median, percentile, set_diff
 from benchmarks.load.stream_clients import (
     Api,
     Barrier,
@@ -49,7 +49,6 @@ from benchmarks.load.stream_clients import (
     YEditor,
     cancel_all,
     now,
-    set_diff,
     subscribe_many,
     write_many,
     ws_connect_many,

@@ -52,7 +52,7 @@ from virtualdom.v1 import gateway_pb2 as pb
 from virtualdom.v1 import gateway_pb2_grpc as pbg
 
 from . import common
-from .common import Row, ServerProcess, median
+from .common import Row, ServerProcess, median, set_diff
 from .ghz import GhzResult, run_ghz
 
 SECTION_UNARY = "Unary calls"
@@ -139,15 +139,11 @@ def explained(*servers: ServerProcess) -> Iterator[None]:
         raise RuntimeError(f"{type(exc).__name__}: {exc}\n" + "\n".join(logs)) from exc
 
 
-def set_diff(value: int) -> bytes:
-    return bson.encode({"ops": [{"op": "set", "path": "f", "value": value}]})
-
-
 def write_messages(nodes: Sequence[bytes]) -> list[pb.WriteDiffRequest]:
     """CYCLE small writes, message k to node k mod len(nodes) setting f = k: successive writes
     to a node always set a new value, also across the wrap from the last message to the first."""
     assert CYCLE % len(nodes) == 0 and CYCLE // len(nodes) >= 2
-    return [pb.WriteDiffRequest(node_id=nodes[k % len(nodes)], diff_bson=set_diff(k))
+    return [pb.WriteDiffRequest(node_id=nodes[k % len(nodes)], diff_bson=set_diff("f", k))
             for k in range(CYCLE)]  # fmt: skip
 
 

@@ -158,7 +158,7 @@ class Gateway:
         if self.service is not None:
             self.service.close_streams()
         if self.sessions is not None:
-            self.sessions.shutdown.set()
+            self.sessions.close()
         if self.server is not None:
             await self.server.stop(grace)
         if self.documents is not None:

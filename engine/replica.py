@@ -673,6 +673,10 @@ class Replica:
         # length would not follow them).
         self._settle()
         self._text_node = None
+        if info.bigints:
+            # A Yjs client's bigint would become a double inside pycrdt: make it the layout's
+            # int64 first (see yupdate.bigints_as_int64).
+            update = yupdate.bigints_as_int64(update, info.bigints)
         before = self._doc.get_state()
         collected: list[Any] = []
         sub = self._root.observe_deep(collected.extend)

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 __all__ = [
     "UpdateFormatError",
     "UpdateInfo",
+    "bigints_as_int64",
     "decode_state_vector",
     "decode_update",
     "encode_state_vector",
@@ -73,6 +74,7 @@ _ANY_NO_PAYLOAD = frozenset((127, 126, 121, 120))  # undefined, null, false, tru
 _ANY_VARINT = 125
 _ANY_FLOAT32 = 124
 _ANY_EIGHT_BYTES = frozenset((123, 122))  # float64, bigint64
+_ANY_BIGINT = 122
 _ANY_STRING = 119
 _ANY_OBJECT = 118
 _ANY_CONTAINERS = frozenset((118, 117))  # object, array
@@ -127,6 +129,9 @@ class UpdateInfo:
     delete_set: dict[int, list[tuple[int, int]]]
     #: The shared-type references the update creates (0 Array, 1 Map, 2 Text, 3-6 XML types).
     type_refs: frozenset[int] = field(default=frozenset(), compare=False)
+    #: Byte offsets of the lib0 bigint tags (122) in the update's plain (ContentAny) values:
+    #: what `bigints_as_int64` rewrites.
+    bigints: tuple[int, ...] = field(default=(), compare=False)
 
     def is_empty(self) -> bool:
         """True when the update carries no structs and deletes nothing."""
@@ -211,8 +216,11 @@ def _skip_string(data: bytes, pos: int, n: int) -> int:
     return end
 
 
-def _skip_any(data: bytes, pos: int, n: int, count: int) -> int:
+def _skip_any(data: bytes, pos: int, n: int, count: int, bigints: list[int] | None = None) -> int:
     """Skip `count` consecutive lib0 Any values starting at `pos`; return the end position.
+
+    The offset of every bigint tag met is appended to `bigints` when given (see
+    `UpdateInfo.bigints`).
 
     Nesting is handled with an explicit stack instead of recursion so that a deeply nested
     (or maliciously crafted) value cannot raise RecursionError.  Every value consumes at
@@ -253,6 +261,8 @@ def _skip_any(data: bytes, pos: int, n: int, count: int) -> int:
                 if pos >= limit:
                     raise UpdateFormatError("varInt longer than 10 bytes", start)
         elif tag in eight_bytes:
+            if tag == _ANY_BIGINT and bigints is not None:
+                bigints.append(pos - 1)
             pos += 8
             if pos > n:
                 raise UpdateFormatError("truncated 8-byte Any number", pos - 8)
@@ -319,6 +329,7 @@ def _decode_update(data: bytes) -> UpdateInfo:
     skip_string = _skip_string
     skip_any = _skip_any
     type_refs: set[int] = set()
+    bigints: list[int] = []
     gc_or_skip = _GC_OR_SKIP
     startswith = data.startswith
     ref_counts = _REF_COUNTS
@@ -496,7 +507,7 @@ def _decode_update(data: bytes) -> UpdateInfo:
                     pos += 1
                     if length > 127:
                         length, pos = tail(data, pos, length)
-                    pos = skip_any(data, pos, n, length)
+                    pos = skip_any(data, pos, n, length, bigints)
                 elif kind == _DELETED:
                     length = data[pos]
                     pos += 1
@@ -629,7 +640,33 @@ def _decode_update(data: bytes) -> UpdateInfo:
         dependencies=dependencies,
         delete_set=delete_set,
         type_refs=frozenset(type_refs),
+        bigints=tuple(bigints),
     )
+
+
+def bigints_as_int64(update: bytes, offsets: tuple[int, ...]) -> bytes:
+    """`update` with each bigint at `offsets` (from `UpdateInfo.bigints`) written as the
+    layout's int64, the plain map ``{"$numberLong": "<decimal>"}``.
+
+    pycrdt (yrs 0.28) reads a lib0 bigint as a JavaScript number (a double below 2**53) and
+    encodes it again as one, so the type would be lost on the first merge and every replica
+    fed from this one would see a double (y-crdt/y-crdt#664).  The rewrite keeps every
+    struct's id and length (ContentAny counts values, not bytes), so the update's clocks,
+    dependencies and the CRDT's merge are the same; only the value's encoding changes.  The
+    Yjs client that wrote it keeps its bigint; every engine replica and every client synced
+    from one sees the same int64 in the layout's form, which it reads back as an int64.
+    """
+    out = bytearray()
+    prev = 0
+    for at in offsets:
+        value = int.from_bytes(update[at + 1 : at + 9], "big", signed=True)
+        digits = str(value).encode()
+        out += update[prev:at]
+        # Any object (118) of one entry: key "$numberLong", Any string (119) of the digits.
+        out += b"\x76\x01\x0b$numberLong\x77" + bytes([len(digits)]) + digits
+        prev = at + 9
+    out += update[prev:]
+    return bytes(out)
 
 
 def ready(info: UpdateInfo, state: dict[int, int]) -> bool:

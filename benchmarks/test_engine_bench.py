@@ -40,7 +40,7 @@ from benchmarks.workloads import (
 from tests.trace_data import two_writer_updates
 from virtualdom.engine import Replica
 from virtualdom.engine.clock import tick_client_for
-from virtualdom.engine.replica import _varuint
+from virtualdom.engine.yencode import varuint as _varuint
 
 ROOT = Path(__file__).resolve().parent.parent
 TICK = bson.encode({"ops": [{"op": "inc", "path": "counter", "by": 1}]})

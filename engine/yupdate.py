@@ -19,7 +19,8 @@ not: JSON payloads (ContentJSON, Embed, Format) are skipped as strings without p
 reference cycles between different clients (which only corrupt input can contain) are not
 detected.  Yjs v2 updates are rejected, not read.
 
-The module is stdlib-only and does no I/O so that it can run on every merged update.  The
+The encoders (state vectors, the engine's own ticks and markers) are in `yencode`.  The
+module is stdlib-only and does no I/O so that it can run on every merged update.  The
 struct loop is written out by hand because this runs in the hot path and a per-varint
 function call was the largest cost in profiles: one-byte varints and two-byte clocks are
 read inline, and references to a section's own client are matched as raw bytes.
@@ -28,6 +29,9 @@ read inline, and references to a section's own client are matched as raw bytes.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+
+# The encoders live with the engine's other writers; re-exported for this module's users.
+from .yencode import bigints_as_int64, encode_state_vector
 
 __all__ = [
     "UpdateFormatError",
@@ -130,7 +134,7 @@ class UpdateInfo:
     #: The shared-type references the update creates (0 Array, 1 Map, 2 Text, 3-6 XML types).
     type_refs: frozenset[int] = field(default=frozenset(), compare=False)
     #: Byte offsets of the lib0 bigint tags (122) in the update's plain (ContentAny) values:
-    #: what `bigints_as_int64` rewrites.
+    #: what `yencode.bigints_as_int64` rewrites.
     bigints: tuple[int, ...] = field(default=(), compare=False)
 
     def is_empty(self) -> bool:
@@ -644,31 +648,6 @@ def _decode_update(data: bytes) -> UpdateInfo:
     )
 
 
-def bigints_as_int64(update: bytes, offsets: tuple[int, ...]) -> bytes:
-    """`update` with each bigint at `offsets` (from `UpdateInfo.bigints`) written as the
-    layout's int64, the plain map ``{"$numberLong": "<decimal>"}``.
-
-    pycrdt (yrs 0.28) reads a lib0 bigint as a JavaScript number (a double below 2**53) and
-    encodes it again as one, so the type would be lost on the first merge and every replica
-    fed from this one would see a double (y-crdt/y-crdt#664).  The rewrite keeps every
-    struct's id and length (ContentAny counts values, not bytes), so the update's clocks,
-    dependencies and the CRDT's merge are the same; only the value's encoding changes.  The
-    Yjs client that wrote it keeps its bigint; every engine replica and every client synced
-    from one sees the same int64 in the layout's form, which it reads back as an int64.
-    """
-    out = bytearray()
-    prev = 0
-    for at in offsets:
-        value = int.from_bytes(update[at + 1 : at + 9], "big", signed=True)
-        digits = str(value).encode()
-        out += update[prev:at]
-        # Any object (118) of one entry: key "$numberLong", Any string (119) of the digits.
-        out += b"\x76\x01\x0b$numberLong\x77" + bytes([len(digits)]) + digits
-        prev = at + 9
-    out += update[prev:]
-    return bytes(out)
-
-
 def ready(info: UpdateInfo, state: dict[int, int]) -> bool:
     """True when a document with state vector `state` can integrate `info`'s update fully.
 
@@ -711,28 +690,3 @@ def decode_state_vector(sv: bytes | bytearray | memoryview) -> dict[int, int]:
     if pos != n:
         raise UpdateFormatError(f"{n - pos} trailing bytes after the state vector", pos)
     return state
-
-
-def _write_varuint(out: bytearray, value: int) -> None:
-    """Append `value` as a lib0 varUint (seven bits per byte, low bits first)."""
-    while value > 0x7F:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-
-
-def encode_state_vector(state: dict[int, int]) -> bytes:
-    """Encode client -> clock as a lib0 state vector, the inverse of `decode_state_vector`.
-
-    Entries are written with the highest client first, the order yjs uses, so that equal
-    state vectors encode to equal bytes whatever order the dict was built in.
-    """
-    out = bytearray()
-    _write_varuint(out, len(state))
-    for client in sorted(state, reverse=True):
-        clock = state[client]
-        if not 0 <= client <= _MAX_VALUE or not 0 <= clock <= _MAX_VALUE:
-            raise ValueError(f"state vector entry {client}: {clock} is not a u64 pair")
-        _write_varuint(out, client)
-        _write_varuint(out, clock)
-    return bytes(out)

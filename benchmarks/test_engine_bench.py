@@ -40,7 +40,8 @@ from benchmarks.workloads import (
 from tests.trace_data import two_writer_updates
 from virtualdom.engine import Replica
 from virtualdom.engine.clock import tick_client_for
-from virtualdom.engine.yencode import varuint as _varuint
+from virtualdom.engine.pycrdt_internals import apply_update_in
+from virtualdom.engine.yencode import tick_update, varuint
 
 ROOT = Path(__file__).resolve().parent.parent
 TICK = bson.encode({"ops": [{"op": "inc", "path": "counter", "by": 1}]})
@@ -108,8 +109,8 @@ def test_replay_pycrdt_capture_tick(
 
 def replay_raw_ticking(doc: Doc[Any], text: Any, edits: list[tuple[int, int, str]]) -> None:
     """workloads.replay_raw plus the engine's clock tick: a delete-only edit also applies, in
-    its transaction, a one-unit GC struct of the actor's tick client (Replica._tick)."""
-    ydoc, head, tick = doc._doc, b"\x01\x01" + _varuint(tick_client_for("author")), 0
+    its transaction, a one-unit GC struct of the actor's tick client (OwnClients.tick)."""
+    client, tick = varuint(tick_client_for("author")), 0
     transaction = doc.transaction
     for pos, deleted, inserted in edits:
         with transaction() as txn:
@@ -118,7 +119,7 @@ def replay_raw_ticking(doc: Doc[Any], text: Any, edits: list[tuple[int, int, str
             if inserted:
                 text.insert(pos, inserted)
             else:
-                ydoc.apply_update(txn._txn, head + _varuint(tick) + b"\x00\x01\x00")
+                apply_update_in(txn, doc, tick_update(client, tick))
                 tick += 1
 
 

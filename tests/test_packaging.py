@@ -36,8 +36,19 @@ WAIT = 60.0
 PACKAGES = ("engine", "server", "client", "v1")
 #: What a checkout accumulates that git ignores (.gitignore) and no build should see.
 LOCAL_STATE = (
-    ".git", ".venv", "build", "dist", "*.egg-info", "node_modules", ".tools", "__pycache__",
-    ".mypy_cache", ".ruff_cache", ".hypothesis", ".benchmarks", "virtualdom-data",
+    ".git",
+    ".venv",
+    "build",
+    "dist",
+    "*.egg-info",
+    "node_modules",
+    ".tools",
+    "__pycache__",
+    ".mypy_cache",
+    ".ruff_cache",
+    ".hypothesis",
+    ".benchmarks",
+    "virtualdom-data",
 )
 
 
@@ -51,8 +62,11 @@ def dist(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("dist")
     run = subprocess.run(
         [sys.executable, "-m", "build", "--outdir", str(out), str(tree)],
-        capture_output=True, text=True, timeout=300, check=False,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     return out
 
@@ -111,10 +125,20 @@ def installed(dist: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     venv.create(env_dir, with_pip=True, clear=True)
     python = env_dir / "bin" / "python"
     run = subprocess.run(
-        [str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check",
-         str(_only(dist, "virtualdom-*.whl"))],
-        capture_output=True, text=True, timeout=300, check=False,
-    )  # fmt: skip
+        [
+            str(python),
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--disable-pip-version-check",
+            str(_only(dist, "virtualdom-*.whl")),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     return env_dir
 
@@ -127,9 +151,13 @@ def test_the_installed_package_is_the_one_imported_outside_the_checkout(
         "virtualdom.v1.gateway_pb2; print(virtualdom.__version__, virtualdom.server.__file__)"
     )
     run = subprocess.run(
-        [str(installed / "bin" / "python"), "-c", code], cwd=tmp_path,
-        capture_output=True, text=True, timeout=WAIT, check=False,
-    )  # fmt: skip
+        [str(installed / "bin" / "python"), "-c", code],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=WAIT,
+        check=False,
+    )
     assert run.returncode == 0, run.stderr
     version, path = run.stdout.split()
     assert version == "0.1.0"
@@ -140,11 +168,21 @@ def test_the_installed_package_is_the_one_imported_outside_the_checkout(
 def serving(installed: Path, tmp_path: Path) -> Iterator[int]:
     """``virtualdom serve`` from the fresh virtualenv on port 0; yields the port it logs."""
     proc = subprocess.Popen(
-        [str(installed / "bin" / "virtualdom"), "serve", "--address", "127.0.0.1:0",
-         "--data-dir", str(tmp_path / "data")],
-        cwd=tmp_path, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE, text=True, env={**os.environ, "VIRTUALDOM_LOG_FORMAT": "text"},
-    )  # fmt: skip
+        [
+            str(installed / "bin" / "virtualdom"),
+            "serve",
+            "--address",
+            "127.0.0.1:0",
+            "--data-dir",
+            str(tmp_path / "data"),
+        ],
+        cwd=tmp_path,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "VIRTUALDOM_LOG_FORMAT": "text"},
+    )
     assert proc.stderr is not None
     try:
         seen: list[str] = []

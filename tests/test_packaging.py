@@ -4,7 +4,7 @@ with its dependencies from the registry, and `virtualdom serve` run from that vi
 a health check and a write.
 
 Marked ``packaging`` (``-m "not packaging"`` leaves it out): it builds twice and installs a venv,
-30-60 s with pip's cache warm.
+20-60 s with pip's cache warm.
 """
 
 from __future__ import annotations
@@ -215,3 +215,39 @@ def test_virtualdom_serve_from_the_wheel_answers_health_and_a_write(serving: int
         assert wrote.new_version == 1
         read = stub.ReadSnapshot(pb.ReadSnapshotRequest(node_id=b"pkg/doc"), timeout=WAIT)
         assert bson.decode(read.snapshot_bson) == {"hello": "world"}
+
+
+def test_the_shipped_tests_run_from_the_unpacked_sdist(dist: Path, tmp_path: Path) -> None:
+    """Every test module and helper the sdist ships imports (collection), and a few quick tests
+    pass, from the unpacked sdist: what they read from the tree (tests/, benchmarks/, scripts/,
+    proto/, README.md, docs/) is in it. virtualdom itself comes from this test's environment
+    (the wheel's installs are checked above)."""
+    with tarfile.open(_only(dist, "virtualdom-*.tar.gz")) as tar:
+        tar.extractall(tmp_path, filter="data")
+    tree = _only(tmp_path, "virtualdom-*")
+    pytest_cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"]
+    collect = subprocess.run(
+        [*pytest_cmd, "--collect-only", "tests", "benchmarks"],
+        cwd=tree,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert collect.returncode == 0, collect.stdout[-3000:] + collect.stderr[-3000:]
+    quick = [
+        "tests/test_proto.py::test_generated_code_is_fresh",
+        "tests/test_readme.py",
+        "tests/test_architecture_doc.py",
+        "tests/gateway/test_write_read.py::test_unknown_node_is_not_found",
+    ]
+    ran = subprocess.run(
+        [*pytest_cmd, *quick],
+        cwd=tree,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert ran.returncode == 0, ran.stdout[-3000:] + ran.stderr[-3000:]
+    assert f"{len(quick) + 1} passed" in ran.stdout, ran.stdout[-3000:]

@@ -122,13 +122,15 @@ def test_the_wheel_holds_the_virtualdom_packages_only_and_the_license(dist: Path
 def installed(dist: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A fresh virtualenv (no system packages) with the wheel and its dependencies."""
     env_dir = tmp_path_factory.mktemp("venv")
-    venv.create(env_dir, with_pip=True, clear=True)
+    venv.create(env_dir, with_pip=False, clear=True)  # this pip installs into it (--python)
     python = env_dir / "bin" / "python"
     run = subprocess.run(
         [
-            str(python),
+            sys.executable,
             "-m",
             "pip",
+            "--python",
+            str(python),
             "install",
             "-q",
             "--disable-pip-version-check",
@@ -225,29 +227,22 @@ def test_the_shipped_tests_run_from_the_unpacked_sdist(dist: Path, tmp_path: Pat
     with tarfile.open(_only(dist, "virtualdom-*.tar.gz")) as tar:
         tar.extractall(tmp_path, filter="data")
     tree = _only(tmp_path, "virtualdom-*")
-    pytest_cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"]
-    collect = subprocess.run(
-        [*pytest_cmd, "--collect-only", "tests", "benchmarks"],
-        cwd=tree,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert collect.returncode == 0, collect.stdout[-3000:] + collect.stderr[-3000:]
+    # One run: collecting tests/ and benchmarks/ imports every module and helper they ship; -k
+    # then runs only a few quick tests that read the tree (proto/gen, README.md, docs/).
     quick = [
-        "tests/test_proto.py::test_generated_code_is_fresh",
-        "tests/test_readme.py",
-        "tests/test_architecture_doc.py",
-        "tests/gateway/test_write_read.py::test_unknown_node_is_not_found",
+        "test_generated_code_is_fresh",
+        "test_readme_example_runs_and_converges",
+        "test_every_file_and_test_the_document_names_exists",
+        "test_unknown_node_is_not_found",
     ]
     ran = subprocess.run(
-        [*pytest_cmd, *quick],
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests", "benchmarks",
+         "-k", " or ".join(quick)],
         cwd=tree,
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=300,
         check=False,
-    )
+    )  # fmt: skip
     assert ran.returncode == 0, ran.stdout[-3000:] + ran.stderr[-3000:]
-    assert f"{len(quick) + 1} passed" in ran.stdout, ran.stdout[-3000:]
+    assert re.search(rf"\b{len(quick)} passed, \d+ deselected", ran.stdout), ran.stdout[-3000:]

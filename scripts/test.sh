@@ -8,7 +8,10 @@ cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
-.venv/bin/python -m pip install -q -e '.[test,otel,bench]'
+# strict: the editable install is a link tree under build/ that mypy can read (it cannot run the
+# import hook of a lenient one; pyproject.toml [tool.setuptools]). A module added later needs this
+# line again.
+.venv/bin/python -m pip install -q -e '.[test,otel,bench]' --config-settings editable_mode=strict
 for dir in proto tests/js clients/ts; do
   if [ -f "$dir/package-lock.json" ]; then
     (cd "$dir" && npm ci --silent --no-audit --no-fund)

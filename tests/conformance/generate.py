@@ -35,13 +35,12 @@ from bson.raw_bson import RawBSONDocument
 from bson.regex import Regex
 from bson.timestamp import Timestamp
 
-HERE = pathlib.Path(__file__).resolve().parent
-ROOT = HERE.parent.parent
-sys.path.insert(0, str(ROOT))
+from virtualdom.engine.errors import EngineError
+from virtualdom.engine.replica import Replica
+from virtualdom.server.errors import status_of
 
-from virtualdom.engine.errors import EngineError  # noqa: E402
-from virtualdom.engine.replica import Replica  # noqa: E402
-from virtualdom.server.errors import status_of  # noqa: E402
+HERE = pathlib.Path(__file__).resolve().parent
+
 
 FORMAT = "virtualdom-conformance/1"
 _RAW = CodecOptions(

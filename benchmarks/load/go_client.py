@@ -54,7 +54,7 @@ class Plan:
 
     @classmethod
     def make(cls, quick: bool) -> Plan:
-        return cls(rounds=1, seconds=0.3, events=500) if quick else cls(3, 2.0, 20_000)
+        return cls(rounds=1, seconds=0.3, events=500) if quick else cls(3, 2.0, 5_000)
 
 
 @contextlib.contextmanager

@@ -21,7 +21,7 @@ from pycrdt import Doc
 
 from .clock import ClockKey
 from .diff import Op
-from .errors import CausalityError, HistoryCompacted
+from .errors import FutureVersion, HistoryCompacted
 
 #: Updates (and base states) at least this large are not held in memory (see the module doc).
 LARGE_UPDATE = 16 << 20
@@ -94,7 +94,9 @@ class History:
                 self.base_version,
             )
         if version > self.version:
-            raise CausalityError(f"version {version} does not exist; the latest is {self.version}")
+            raise FutureVersion(
+                f"version {version} does not exist yet; the latest is {self.version}", self.version
+            )
 
     def clock_of(self, version: int) -> ClockKey:
         self._check(version)

@@ -49,6 +49,7 @@ from .errors import (
 )
 from .history import History, Record
 from .limits import Limits
+from .quote import quote, show_path
 from .transform import transform_ops
 from .values import (
     META,
@@ -285,7 +286,7 @@ class Replica:
                 change = self._fast_apply(*splice)
                 if change is not None:
                     return change
-        doc = decode_document(diff)
+        doc = decode_document(diff, self.limits.max_depth)
         if context is None:
             change = self._fast_splice(doc)
             if change is not None:
@@ -714,7 +715,7 @@ class Replica:
         missing = {a: n for a, n in ctx.items() if n > now.get(a, 0)}
         if missing:
             raise MissingDependencies(
-                f"the context names changes this replica has not seen: {missing}", missing
+                f"the context names changes this replica has not seen: {quote(missing)}", missing
             )
         version = self._history.version_of(clock_key(ctx))
         if version is not None:
@@ -886,7 +887,7 @@ def _step(node: Any, seg: str | int, where: Path) -> Any:
 
 
 def _fmt(path: Path) -> str:
-    return ".".join(str(p) for p in path) or "<document>"
+    return show_path(path)  # bounded: a path can be a megabyte of field names
 
 
 def _norm(container: Any, seg: str | int) -> str | int:

@@ -86,7 +86,8 @@ CHOICES: dict[str, tuple[str, ...]] = {
 }
 #: Numbers that must be > 0 (every other number must be >= 0).
 POSITIVE = frozenset(
-    {"max_message_bytes", "max_node_id_bytes", "heartbeat_ms", "snapshot_every",
+    {"max_message_bytes", "max_node_id_bytes", "max_actor_bytes", "max_request_id_bytes",
+     "heartbeat_ms", "snapshot_every",
      "feed_capacity", "batch_events", "retain_in_memory", "limits.max_document_bytes",
      "limits.max_diff_bytes", "limits.max_depth", "limits.max_string_chars", "limits.max_ops"}
 )  # fmt: skip

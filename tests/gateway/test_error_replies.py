@@ -223,6 +223,19 @@ async def test_session_errors_are_bounded_and_the_session_goes_on(tmp_path):
             "no such field",
             diff=pb.SessionDiff(node_id=NODE, diff_bson=diff(inc(["a", BIG], 1))),
         )
+        clock = pb.VectorClock(counters={BIG: 5})
+        await s.refused(
+            grpc.StatusCode.FAILED_PRECONDITION,
+            "not seen",
+            diff=pb.SessionDiff(node_id=NODE, diff_bson=diff(inc("n", 1)), vector_clock=clock),
+        )
+        name = "q" * 60_000  # presence is capped at 64 KiB
+        bad_presence = _retyped(bson.encode({name: 1}), name, 0x77)
+        await s.refused(
+            INVALID,
+            "unknown BSON type 0x77",
+            presence=pb.Presence(node_id=NODE, state_bson=bad_presence),
+        )
         # Presence that is not BSON: said in the project's words, with the byte offset.
         message = await s.refused(
             INVALID,

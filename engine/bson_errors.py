@@ -14,9 +14,9 @@ limit it breaks.
 from __future__ import annotations
 
 from .errors import EngineError, LimitExceeded, MalformedBSON
-from .quote import show_path
+from .quote import quote, show_path
 
-__all__ = ["malformed"]
+__all__ = ["malformed", "not_canonical"]
 
 #: Value sizes of the fixed-size BSON types.
 _FIXED = {
@@ -24,6 +24,9 @@ _FIXED = {
     0x13: 16, 0x7F: 0, 0xFF: 0,
 }  # fmt: skip
 _STRINGS = frozenset({0x02, 0x0D, 0x0E})
+#: Types pymongo decodes lossily (they do not re-encode as they came).
+_DEPRECATED = {0x06: "undefined", 0x0C: "DBPointer", 0x0E: "symbol"}
+_NOT_CANONICAL = "the value is not in its canonical encoding"
 _INT32 = 4
 
 
@@ -53,6 +56,23 @@ def malformed(data: bytes, max_depth: int) -> EngineError:
         )  # fmt: skip
     # The structure is sound, yet the decoder refused it (a value it cannot represent).
     return MalformedBSON("malformed BSON: the bytes do not decode as one BSON document")
+
+
+def not_canonical(data: bytes, again: bytes) -> MalformedBSON:
+    """The error for ``data``, which decoded but re-encoded as ``again``: where it first
+    differs, and why when that is known (a deprecated type, a duplicate field name)."""
+    n = min(len(data), len(again))
+    first = next((i for i in range(n) if data[i] != again[i]), n)
+    path: list[str] = []
+    try:
+        _walk(data, 2**31, path, target=first)
+    except _Problem as p:
+        where = f" (field {show_path(path)})" if path else ""
+        return MalformedBSON(f"BSON does not round-trip at byte {p.offset}{where}: {p.what}")
+    return MalformedBSON(
+        "BSON does not round-trip: it holds a deprecated type (undefined, symbol, DBPointer),"
+        " a duplicate key or a non-canonical encoding"
+    )
 
 
 def _int32(data: bytes, at: int, end: int, what: str) -> int:
@@ -87,10 +107,16 @@ def _string(data: bytes, at: int, end: int, what: str) -> int:
     return body + n
 
 
-def _walk(data: bytes, max_depth: int, path: list[str]) -> tuple[int, int, list[str]] | None:
+def _walk(
+    data: bytes, max_depth: int, path: list[str], target: int | None = None
+) -> tuple[int, int, list[str]] | None:
     """Raise the first structural problem of ``data``, leaving ``path`` at the field it is in.
     Without one: where nesting first went past ``max_depth`` (offset, deepest depth, path),
-    or None."""
+    or None.
+
+    With a ``target`` offset (bytes that decode but do not re-encode the same, see
+    :func:`not_canonical`): also raise at a deprecated type, at a duplicate field name, and at
+    the element holding byte ``target``, the first that differs from the canonical encoding."""
     size = len(data)
     if size < 5:
         raise _Problem(0, f"a BSON document is at least 5 bytes, got {size}")
@@ -99,6 +125,7 @@ def _walk(data: bytes, max_depth: int, path: list[str]) -> tuple[int, int, list[
         raise _Problem(0, f"the document's length prefix says {declared} bytes, {size} were sent")
     # Open documents: where each ends. path[i] names the field holding stack[i + 1].
     stack = [size]
+    names: list[set[str]] = [set()]  # per open document (with a target only)
     pos = 4
     deepest = 1
     first_deep: tuple[int, list[str]] | None = None
@@ -110,7 +137,10 @@ def _walk(data: bytes, max_depth: int, path: list[str]) -> tuple[int, int, list[
         if t == 0:
             if pos != end - 1:
                 raise _Problem(pos, "a NUL byte ends the document before its declared length")
+            if pos == target:
+                raise _Problem(pos, _NOT_CANONICAL)
             stack.pop()
+            names.pop()
             if path:
                 path.pop()
             pos += 1
@@ -118,6 +148,14 @@ def _walk(data: bytes, max_depth: int, path: list[str]) -> tuple[int, int, list[
         start = pos
         name, pos = _cstring(data, pos + 1, end, "a field name")
         path.append(name)
+        if target is not None:
+            if name in names[-1]:
+                raise _Problem(start, f"duplicate key: the field name {quote(name)} appears twice")
+            names[-1].add(name)
+            if t in _DEPRECATED:
+                raise _Problem(start, f"the deprecated type {_DEPRECATED[t]} (0x{t:02x})")
+            if t in (0x03, 0x04, 0x0F) and start <= target < pos + _INT32:
+                raise _Problem(start, _NOT_CANONICAL)
         if t in _FIXED:
             n = _FIXED[t]
             if pos + n > end:
@@ -132,6 +170,7 @@ def _walk(data: bytes, max_depth: int, path: list[str]) -> tuple[int, int, list[
             if n < 5 or pos + n > end:
                 raise _Problem(pos, f"the embedded document's length ({n}) does not fit")
             stack.append(pos + n)
+            names.append(set())
             if len(stack) > deepest:
                 deepest = len(stack)
                 if deepest > max_depth and first_deep is None:
@@ -142,6 +181,10 @@ def _walk(data: bytes, max_depth: int, path: list[str]) -> tuple[int, int, list[
             n = _int32(data, pos, end, "the length of the binary value")
             if n < 0 or pos + _INT32 + 1 + n > end:
                 raise _Problem(pos, f"the binary value's length ({n}) does not fit")
+            if data[pos + _INT32] == 0x02:  # the old binary subtype repeats the length inside
+                inner = _int32(data, pos + _INT32 + 1, pos + _INT32 + 1 + n, "the old binary")
+                if inner != n - _INT32:
+                    raise _Problem(pos, "the old binary subtype's inner length does not match")
             pos += _INT32 + 1 + n
         elif t == 0x0B:
             _, pos = _cstring(data, pos, end, "the regular expression")
@@ -160,6 +203,7 @@ def _walk(data: bytes, max_depth: int, path: list[str]) -> tuple[int, int, list[
             if scope < 5 or after + scope != pos + n:
                 raise _Problem(after, "the scope's length does not match the code with scope's")
             stack.append(pos + n)
+            names.append(set())
             if len(stack) > deepest:
                 deepest = len(stack)
                 if deepest > max_depth and first_deep is None:
@@ -168,6 +212,8 @@ def _walk(data: bytes, max_depth: int, path: list[str]) -> tuple[int, int, list[
             continue
         else:
             raise _Problem(start, f"unknown BSON type 0x{t:02x}")
+        if target is not None and start <= target < pos:
+            raise _Problem(start, _NOT_CANONICAL)
         path.pop()
     if first_deep is None:
         return None

@@ -39,7 +39,7 @@ from bson.objectid import ObjectId
 from bson.raw_bson import RawBSONDocument
 from pycrdt import Array, Map, Text
 
-from .bson_errors import malformed
+from .bson_errors import malformed, not_canonical
 from .errors import LimitExceeded, MalformedBSON
 from .limits import Limits
 from .quote import quote
@@ -131,10 +131,7 @@ def decode_document(data: bytes, max_depth: int = DEFAULT_MAX_DEPTH) -> dict[str
     except (BSONError, ValueError, OverflowError, RecursionError):
         raise malformed(bytes(data), max_depth) from None
     if again != data:
-        raise MalformedBSON(
-            "BSON does not round-trip: it holds a deprecated type (undefined, symbol, DBPointer),"
-            " a duplicate key or a non-canonical encoding"
-        )
+        raise not_canonical(bytes(data), again)
     return doc
 
 

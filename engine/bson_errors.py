@@ -27,7 +27,15 @@ _STRINGS = frozenset({0x02, 0x0D, 0x0E})
 #: Types pymongo decodes lossily (they do not re-encode as they came).
 _DEPRECATED = {0x06: "undefined", 0x0C: "DBPointer", 0x0E: "symbol"}
 _NOT_CANONICAL = "the value is not in its canonical encoding"
+#: Elements walked before giving up locating the problem: the walk is Python (~2 µs an
+#: element), pymongo's refusal C; past this a huge refused write would cost the event loop
+#: seconds more than the refusal itself.
+WALK_BUDGET = 250_000
 _INT32 = 4
+
+
+class _GaveUp(Exception):
+    """The walk's budget ran out before it found the problem."""
 
 
 class _Problem(Exception):
@@ -43,6 +51,8 @@ def malformed(data: bytes, max_depth: int) -> EngineError:
     path: list[str] = []
     try:
         deep = _walk(data, max_depth, path)
+    except _GaveUp:
+        return MalformedBSON(_unlocated())
     except _Problem as p:
         where = f" (field {show_path(path)})" if path else ""
         return MalformedBSON(f"malformed BSON at byte {p.offset}{where}: {p.what}")
@@ -58,6 +68,13 @@ def malformed(data: bytes, max_depth: int) -> EngineError:
     return MalformedBSON("malformed BSON: the bytes do not decode as one BSON document")
 
 
+def _unlocated() -> str:
+    return (
+        "malformed BSON: the bytes do not decode as one BSON document (the problem is past"
+        f" its first {WALK_BUDGET} elements, where it is not looked for)"
+    )
+
+
 def not_canonical(data: bytes, again: bytes) -> MalformedBSON:
     """The error for ``data``, which decoded but re-encoded as ``again``: where it first
     differs, and why when that is known (a deprecated type, a duplicate field name)."""
@@ -65,6 +82,8 @@ def not_canonical(data: bytes, again: bytes) -> MalformedBSON:
     path: list[str] = []
     try:
         _walk(data, 2**31, path, target=first)
+    except _GaveUp:
+        pass
     except _Problem as p:
         where = f" (field {show_path(path)})" if path else ""
         return MalformedBSON(f"BSON does not round-trip at byte {p.offset}{where}: {p.what}")
@@ -134,6 +153,7 @@ def _walk(
     declared = _int32(data, 0, size, "the document length")
     if declared != size:
         raise _Problem(0, f"the document's length prefix says {declared} bytes, {size} were sent")
+    budget = WALK_BUDGET
     # Open documents: where each ends. path[i] names the field holding stack[i + 1].
     stack = [size]
     names: list[set[str]] = [set()]  # per open document (with a target only)
@@ -157,6 +177,9 @@ def _walk(
             pos += 1
             continue
         start = pos
+        budget -= 1
+        if budget < 0:
+            raise _GaveUp
         name, pos = _cstring(data, pos + 1, end, "a field name")
         path.append(name)
         if target is not None:

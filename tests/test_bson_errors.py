@@ -15,7 +15,7 @@ import pytest
 from bson import Binary, Code, Decimal128, Int64, MaxKey, MinKey, ObjectId, Regex, Timestamp
 from bson.dbref import DBRef
 
-from virtualdom.engine import EngineError, LimitExceeded, MalformedBSON
+from virtualdom.engine import EngineError, LimitExceeded, MalformedBSON, bson_errors
 from virtualdom.engine.bson_errors import _walk, malformed
 from virtualdom.engine.values import decode_document
 
@@ -164,3 +164,20 @@ def test_bson_that_does_not_round_trip_says_where(data: bytes, expected: str) ->
     with pytest.raises(MalformedBSON) as info:
         decode_document(data)
     assert str(info.value) == f"BSON does not round-trip {expected}"
+
+
+def test_a_problem_past_the_walk_budget_is_refused_unlocated(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The walk is Python: past its budget (250,000 elements) a huge refused write is not
+    # searched further, so refusing it costs little more than pymongo's own refusal.
+    monkeypatch.setattr(bson_errors, "WALK_BUDGET", 100)
+    raw = bytearray(bson.encode({"many": list(range(200)), "last": 1}))
+    raw[raw.index(b"\x10last")] = 0x77
+    with pytest.raises(MalformedBSON, match="past its first 100 elements") as info:
+        decode_document(bytes(raw))
+    assert "at byte" not in str(info.value)
+    raw = bytearray(bson.encode({"first": 1, "many": list(range(200))}))
+    raw[raw.index(b"\x10first")] = 0x77  # within the budget: located
+    with pytest.raises(MalformedBSON, match="at byte 4 \\(field first\\): unknown BSON type"):
+        decode_document(bytes(raw))

@@ -330,7 +330,7 @@ class TokenVerifier:
                 if keys or attempt or not self._reload_jwks():
                     break
             if not keys:
-                raise Unauthenticated(f"no key for the token (kid={kid!r}, alg={alg!r})")
+                raise Unauthenticated(f"no key for the token (kid={quote(kid)}, alg={quote(alg)})")
             return keys
         keys = [(a, k) for a, k in self._keys if a == alg]
         if not keys:

@@ -243,7 +243,7 @@ class Replica:
                 change = self._fast_apply(*splice)
                 if change is not None:
                     return change
-        doc = decode_document(diff)
+        doc = decode_document(diff, self.limits.max_depth)
         if context is None:
             change = self._fast_splice(doc)
             if change is not None:

@@ -95,6 +95,8 @@ POSITIVE = frozenset(
     {
         "max_message_bytes",
         "max_node_id_bytes",
+        "max_actor_bytes",
+        "max_request_id_bytes",
         "heartbeat_ms",
         "snapshot_every",
         "feed_capacity",

@@ -174,9 +174,11 @@ class Gateway:
         self.http_port = await self.http.start()
         host = address.rsplit(":", 1)[0]
         scheme = "wss" if self.security.tls is not None else "ws"
-        log.info("http listening on %s:%d (y-websocket %s://%s:%d/yjs/<node_id>, hocuspocus"
-                 " %s://%s:%d/hocuspocus)", host, self.http_port, scheme, host, self.http_port,
-                 scheme, host, self.http_port)  # fmt: skip
+        # Logged before the gRPC port's "listening on" line (which says the gateway is ready);
+        # tests and scripts find the bound port here: "http on HOST:PORT".
+        log.info("http on %s:%d (y-websocket %s://%s:%d/yjs/<node_id>, hocuspocus %s://%s:%d"
+                 "/hocuspocus)", host, self.http_port, scheme, host, self.http_port, scheme,
+                 host, self.http_port)  # fmt: skip
 
     async def stop(self, grace: float = 10.0) -> None:
         """Stop accepting calls, end streams with a resumable status, finish in-flight writes,

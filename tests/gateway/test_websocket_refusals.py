@@ -262,9 +262,11 @@ async def test_a_yjs_v2_update_is_refused_naming_v2(tmp_path: Any) -> None:
     base = python_replica()
     edit = yjs_client(base.encode_state(), "edit")  # the same edit from Yjs, in v1 and v2
     async with gw_with(tmp_path) as (gw, stub):
-        async with connect(yurl(gw)) as ws:
+        async with connect(yurl(gw)) as ws, connect(yurl(gw)) as bystander:
             await synced(ws)
+            await synced(bystander)
             await ws.send(ywire.sync_frame(ywire.UPDATE, base.encode_state()))
+            await next_update(bystander)  # durable
             await ws.send(ywire.sync_frame(ywire.UPDATE, edit["update_v2"]))
             code, reason = await closed_with(ws)
             assert code == 4400 and "v2" in reason, reason

@@ -29,6 +29,7 @@ from .feed import ChangeFeed
 from .health import Health
 from .observability import Observability
 from .pipeline import Registrar
+from .rooms import gateway_rooms
 from .security import Security
 from .security_layer import SecurityLayer
 from .service import MemoryGateway
@@ -37,6 +38,7 @@ from .store import SqliteStore
 from .tls import bind
 
 if TYPE_CHECKING:
+    from .core.room import Rooms
     from .httpserver import HttpServer
     from .web import WebSockets
 
@@ -104,6 +106,7 @@ class Gateway:
         self.documents: Documents | None = None
         self.service: MemoryGateway | None = None
         self.sessions: SessionService | None = None
+        self.rooms: Rooms | None = None
         self.server: grpc.aio.Server | None = None
         self.port = 0
         #: Access log, metrics, tracing; health and reflection services.
@@ -122,7 +125,9 @@ class Gateway:
         self.documents = Documents(self.store, cfg)
         self.documents.start()
         self.service = MemoryGateway(cfg, self.store, self.documents, self.feed)
-        self.sessions = SessionService(cfg, self.documents, self.feed, self.service)
+        # The documents' rooms: members of every transport, one feed follower per document.
+        self.rooms = gateway_rooms(self.feed, self.service, cfg.batch_events)
+        self.sessions = SessionService(cfg, self.documents, self.feed, self.service, self.rooms)
         self.observability.start(self)
         pending = max(1_000, cfg.max_subscribers + cfg.max_sessions)
         options = [
@@ -171,9 +176,8 @@ class Gateway:
         from .web import WebSockets, build_app
 
         assert self.documents is not None and self.service is not None
-        self.web = WebSockets(
-            self.config, self.security, self.documents, self.feed, self.service
-        )
+        assert self.rooms is not None
+        self.web = WebSockets(self.config, self.security, self.documents, self.service, self.rooms)
         self.http = HttpServer(
             build_app(self.web), address, max_message_bytes=self.config.ws_max_message_bytes,
             tls=self.security.tls,
@@ -202,8 +206,8 @@ class Gateway:
             await self.web.shutdown()
         if self.http is not None:
             await self.http.stop()
-        if self.web is not None:
-            self.web.close()
+        if self.rooms is not None:
+            self.rooms.close()
         if self.server is not None:
             await self.server.stop(grace)
         if self.documents is not None:

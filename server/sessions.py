@@ -466,6 +466,7 @@ class SessionService:
         # Into the room's fan-out from the position of the state it was just sent: changes up
         # to it are skipped; if the room already fanned out past it (while the Joined waited
         # for room in the queue), the member starts behind and is caught up first.
+        room = self.rooms.room(node_id, host)  # again: it may have emptied during the put
         codec = room.codec("grpc", lambda _: GrpcCodec(self.config, node_id))
         core = Member(
             m.member_id, actor, codec, _Sink(session.out), since=last_seq, owner=m,

@@ -19,7 +19,7 @@ from pycrdt import Doc, Map, Text
 from websockets.asyncio.client import ClientConnection, connect
 
 from virtualdom.server.core import ywire
-from virtualdom.server.core.lib0 import var_bytes, var_string, var_uint
+from virtualdom.server.core.lib0 import Reader, var_bytes, var_string, var_uint
 from virtualdom.v1 import gateway_pb2 as pb
 
 from ._security import AUDIENCE, ISSUER, SECRET, bearer, claims, hs256
@@ -288,3 +288,57 @@ async def test_bad_node_ids_and_hocuspocus_bad_frames(tmp_path: Any) -> None:
             await ws.send(var_bytes(b"\xff"))
             code, reason = await closed_with(ws)
             assert code == 4400 and "UTF-8" in reason
+
+
+# -- the Hocuspocus protocol, frame by frame -------------------------------------------------------
+
+
+def hp(document: str, kind: int, body: bytes = b"") -> bytes:
+    return var_string(document) + var_uint(kind) + body
+
+
+async def hp_next(ws: ClientConnection, kind: int) -> bytes:
+    """The next server frame of ``kind`` (sync-status and stateless are decoded by hand: the
+    codec decodes only what providers send)."""
+    while True:
+        frame = await asyncio.wait_for(ws.recv(), STEP)
+        assert isinstance(frame, bytes)
+        r = Reader(frame)
+        doc_name = r.string()
+        got = r.uint()
+        if got == kind:
+            return doc_name.encode() + b"|" + frame[r.pos :]
+
+
+@async_test(60)
+async def test_hocuspocus_multiplexes_documents_and_acks_once_durable(tmp_path: Any) -> None:
+    async with gw_with(tmp_path) as (gw, stub):
+        await write(stub, b"team/a", set_("t", "a"))
+        url = f"ws://127.0.0.1:{gw.http_port}/hocuspocus"
+        async with connect(url) as ws, connect(url) as other:
+            for sock in (ws, other):
+                for name in ("team/a", "team/b"):  # two documents on one socket
+                    await sock.send(hp(name, ywire.AUTH, var_uint(0) + var_string("")))
+                    assert await hp_next(sock, ywire.AUTH) == name.encode() + b"|\x02\x0aread-write"
+                    await sock.send(hp(name, ywire.SYNC, b"\x00" + var_bytes(b"\x00")))
+            # an update to b: its SyncStatus comes once durable, the other socket gets it
+            await ws.send(hp("team/b", ywire.SYNC, b"\x02" + var_bytes(an_update("x"))))
+            assert await hp_next(ws, ywire.HP_SYNC_STATUS) == b"team/b|\x01"
+            assert (await doc(stub, b"team/b")) == {"x": "hi"}  # durable by then
+            while True:
+                frame = await asyncio.wait_for(other.recv(), STEP)
+                assert isinstance(frame, bytes)
+                msg = ywire.decode_hocuspocus(frame)
+                if msg.message.sync is not None and msg.message.sync.subtype == ywire.UPDATE:
+                    assert msg.document == "team/b"
+                    break
+            # broadcast-stateless reaches every member of the document; stateless is accepted
+            await ws.send(hp("team/a", ywire.HP_STATELESS, var_string("ping")))
+            await ws.send(hp("team/a", ywire.HP_BROADCAST_STATELESS, var_string("hello")))
+            assert await hp_next(other, ywire.HP_STATELESS) == b"team/a|" + var_string("hello")
+            assert await hp_next(ws, ywire.HP_STATELESS) == b"team/a|" + var_string("hello")
+            # a close message ends that document's membership only
+            await ws.send(hp("team/b", ywire.HP_CLOSE))
+            await ws.send(hp("team/a", ywire.SYNC, b"\x02" + var_bytes(an_update("y"))))
+            assert await hp_next(ws, ywire.HP_SYNC_STATUS) == b"team/a|\x01"
+            assert (await doc(stub, b"team/a")) == {"t": "a", "y": "hi"}

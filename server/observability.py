@@ -47,6 +47,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from . import context as callctx
+from . import errors
 from .config import GatewayConfig
 from .pipeline import Handler, Layer
 
@@ -70,10 +71,7 @@ log = logging.getLogger("virtualdom.observability")
 #: seconds and would drown the access log).
 QUIET_SERVICES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
 #: Status codes that mean the gateway failed (logged at ERROR); others are the caller's doing.
-SERVER_ERRORS = frozenset(
-    {grpc.StatusCode.UNKNOWN, grpc.StatusCode.INTERNAL, grpc.StatusCode.DATA_LOSS,
-     grpc.StatusCode.UNIMPLEMENTED}
-)  # fmt: skip
+SERVER_ERRORS = errors.SERVER_FAULTS
 MAX_LOGGED_ID = 256
 
 
@@ -215,7 +213,7 @@ class CallInfo:
         self.resp_bytes = 0
         self.msgs_in = 0
         self.msgs_out = 0
-        self.code = grpc.StatusCode.OK
+        self.code = errors.OK
         self.started = time.perf_counter()
 
     @property
@@ -494,13 +492,13 @@ def _status(
 ) -> grpc.StatusCode:
     code: grpc.StatusCode | None = context.code()
     if exc is None or isinstance(exc, grpc.aio.AbortError):
-        return code if code is not None else grpc.StatusCode.OK
+        return code if code is not None else errors.OK
     if isinstance(exc, (asyncio.CancelledError, GeneratorExit)):
         remaining = context.time_remaining()
         if remaining is not None and remaining <= 0:
-            return grpc.StatusCode.DEADLINE_EXCEEDED
-        return grpc.StatusCode.CANCELLED
-    return code if code is not None else grpc.StatusCode.UNKNOWN
+            return errors.DEADLINE_EXCEEDED
+        return errors.CANCELLED
+    return code if code is not None else errors.UNKNOWN
 
 
 def _caller_subject() -> str:
@@ -797,7 +795,7 @@ class Observability:
             return
         if call.code in SERVER_ERRORS:
             level = logging.ERROR
-        elif call.code == grpc.StatusCode.OK and call.method.startswith(QUIET_SERVICES):
+        elif call.code == errors.OK and call.method.startswith(QUIET_SERVICES):
             level = logging.DEBUG
         else:
             level = logging.INFO

@@ -3,9 +3,10 @@
     python -m benchmarks.load.stream_ab --before DIR [--rounds 3] [--changes 5000]
         [--replays 10] [--subscribers 1000] [--writes 100]
 
-``DIR`` is a source tree (e.g. ``git archive main | tar -x -C DIR``). Per round and side, a
-gateway (default settings, fresh data folder) runs on the server core; the harness on the client
-core then measures from /proc the server's CPU time for
+``DIR`` is a source tree (e.g. ``git archive main | tar -x -C DIR``; with or without the old
+``virtualdom/`` symlinks). Per round and side (the order alternating), a gateway (default
+settings, fresh data folder) runs on the server core; the harness on the client core then
+measures from /proc the server's CPU time for
 
 * catch-up: ``--replays`` subscriptions, one after the other, each replaying ``--changes``
   stored changes of one document from version 0 (per delivered change);
@@ -27,7 +28,6 @@ from typing import Any
 from virtualdom.v1 import gateway_pb2 as pb
 
 from .common import ServerProcess, pin_client, set_diff
-from .cpu_ab import SERVE
 from .stream_clients import (
     TIMEOUT,
     Api,
@@ -41,7 +41,35 @@ from .stream_clients import (
 NODE = b"ab/doc"
 
 
-def _side(root: Path) -> ServerProcess:
+# The gateway of the source tree in argv[1], whatever its layout: the old one (a virtualdom/
+# folder of symlinks) goes first on sys.path; the package-dir one is assembled from its folders
+# (an installed virtualdom would otherwise be imported instead, silently). It says which file
+# it serves from, so a mix-up fails the run.
+SERVE = """
+import asyncio, os, signal, sys, types
+root = os.path.realpath(sys.argv[1])
+if os.path.isdir(os.path.join(root, "virtualdom")):
+    sys.path.insert(0, root)
+else:
+    pkg = types.ModuleType("virtualdom")
+    pkg.__path__ = [os.path.join(root, "src", "virtualdom"), root,
+                    os.path.join(root, "proto", "gen", "virtualdom")]
+    sys.modules["virtualdom"] = pkg
+import virtualdom.server.app as app
+from virtualdom.server.config import GatewayConfig
+async def main():
+    gw = app.Gateway(GatewayConfig(address="127.0.0.1:0", data_dir="data"))
+    print("PORT", await gw.start(), os.path.realpath(app.__file__), flush=True)
+    stop = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    await stop.wait()
+    await gw.stop(1)
+asyncio.run(main())
+"""
+
+
+def side(root: Path) -> ServerProcess:
+    """The gateway of the source tree at ``root`` (default settings), not yet started."""
     return ServerProcess("gateway", [str(root)], env={"PYTHONPATH": str(root)}, code=SERVE)
 
 
@@ -96,9 +124,14 @@ def main() -> int:
     here = Path(__file__).resolve().parents[2]
     sides = {"before": Path(args.before).resolve(), "after": here}
     results: dict[str, list[dict[str, float]]] = {name: [] for name in sides}
-    for _ in range(args.rounds):
-        for name, root in sides.items():
-            with _side(root) as server:
+    for i in range(args.rounds):
+        # The order alternates: the side measured second runs after the harness's own
+        # garbage of the first, which could bias it.
+        order = list(sides.items()) if i % 2 == 0 else list(reversed(sides.items()))
+        for name, root in order:
+            with side(root) as server:
+                if not server.banner.startswith(str(root)):
+                    raise RuntimeError(f"{name}: served from {server.banner}, not {root}")
                 results[name].append(asyncio.run(_measure(server, args)))
     out: dict[str, Any] = {"settings": {k: v for k, v in vars(args).items() if k != "before"}}
     for name, rows in results.items():

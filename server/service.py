@@ -23,11 +23,19 @@ from virtualdom.engine.diff import parse_path
 from virtualdom.v1 import gateway_pb2 as pb
 
 from .auth import caller
-from .changestream import Changes, ChangeStreams, Progress, Snapshot, Snapshots, StreamRequest
+from .changestream import (
+    Changes,
+    ChangeStreams,
+    Progress,
+    Snapshot,
+    Snapshots,
+    StreamRequest,
+    next_entries,
+)
 from .config import GatewayConfig
 from .documents import Documents, Write, WriteResult
 from .errors import BadRequest, status_for
-from .feed import ChangeFeed
+from .feed import ChangeFeed, Entry, Follower
 from .requests import checked_node_id
 from .store import Store
 
@@ -199,6 +207,13 @@ class MemoryGateway:
     def close_streams(self) -> None:
         """Shutting down: every change stream ends with a resumable status."""
         self.streams.close()
+
+    async def next_entries(
+        self, follower: Follower, pos: int, limit: int
+    ) -> tuple[list[Entry], int]:
+        """A follower's next committed entries (:func:`.changestream.next_entries`), for the
+        session code that holds the gateway."""
+        return await next_entries(self.feed, self.store, follower, pos, limit)
 
 
 def stream_request(request: pb.SubscribeRequest) -> StreamRequest:

@@ -26,7 +26,6 @@ from virtualdom.engine import Replica
 from virtualdom.v1 import gateway_pb2 as pb
 
 from .auth import caller
-from .changestream import next_entries
 from .config import GatewayConfig
 from .documents import Call, DocumentHost, Documents, Write, WriteResult
 from .errors import BadRequest, Exhausted, ShuttingDown, TooMany, Unauthenticated, status_for
@@ -448,7 +447,7 @@ class SessionService:
         """Forward entries after ``pos``; raises what stops it (Compacted, a store error)."""
         while True:
             follower.wake.clear()
-            entries, pos = await next_entries(self.feed, self.gateway.store, follower, pos, limit)
+            entries, pos = await self.gateway.next_entries(follower, pos, limit)
             if not entries:
                 await follower.wake.wait()
                 continue

@@ -2,13 +2,12 @@
 ``python -m benchmarks.session_backlog_probe [--changes 20000] [--root DIR]``.
 
 A gateway runs in its own process (``--root``: from another source tree, e.g. an export of
-``main``, for an A/B in one run; started as ``benchmarks.load.stream_ab`` starts its sides).
-Member ``idle`` joins a document and never reads its stream; member ``busy`` joins the same
-document and makes ``--changes`` edits, each followed by a presence update (a cursor),
-pipelined 64 at a time. The server's RSS is read from /proc before the idle member joins, after
-the edits, and at the peak; also how ``idle``'s stream ended once it finally reads.
-``--no-idle`` is the control (the same edits without the idle member: the document, its history
-and the feed window grow either way). Prints one JSON object.
+``main``, for an A/B in one run). Member ``idle`` joins a document and never reads its stream;
+member ``busy`` joins the same document and makes ``--changes`` edits, each followed by a
+presence update (a cursor), pipelined 64 at a time. The server's RSS is read from /proc before
+the idle member joins, after the edits, and at the peak; also how ``idle``'s stream ended once
+it finally reads. ``--no-idle`` is the control (the same edits without the idle member: the
+document, its history and the feed window grow either way). Prints one JSON object.
 """
 
 from __future__ import annotations
@@ -16,6 +15,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
+import tempfile
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -24,8 +25,8 @@ from typing import Any
 import bson
 import grpc
 
-from benchmarks.load import stream_ab
 from benchmarks.load.common import ServerProcess, set_diff
+from benchmarks.source_tree import import_root
 from virtualdom.v1 import gateway_pb2 as pb
 from virtualdom.v1 import gateway_pb2_grpc as pbg
 
@@ -120,14 +121,15 @@ def main() -> None:
     ap.add_argument("--root", help="run the gateway from this source tree (A/B)")
     ap.add_argument("--no-idle", action="store_true", help="the control: no idle member")
     a = ap.parse_args()
-    if a.root:  # that tree's gateway, whatever its layout (checked: it says where it runs from)
-        server = stream_ab.side(Path(a.root).resolve())
-    else:
-        server = ServerProcess("benchmarks.load.gateway_proc", ["--no-access-log"])
-    with server:
-        if a.root and not server.banner.startswith(str(Path(a.root).resolve())):
-            raise RuntimeError(f"served from {server.banner}, not {a.root}")
-        out = asyncio.run(probe(server, a.changes, not a.no_idle))
+    args = ["--no-access-log"]
+    with tempfile.TemporaryDirectory(prefix="vdom-probe-") as scratch:
+        env = None
+        if a.root:
+            # virtualdom from the other tree's import root, benchmarks/ from the tree itself.
+            where = import_root(Path(a.root), Path(scratch))
+            env = {"PYTHONPATH": os.pathsep.join(dict.fromkeys([str(where), a.root]))}
+        with ServerProcess("benchmarks.load.gateway_proc", args, env=env) as server:
+            out = asyncio.run(probe(server, a.changes, not a.no_idle))
     out["root"] = a.root or "this tree"
     print(json.dumps(out))
 

@@ -33,12 +33,20 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from virtualdom.engine import Replica
+from virtualdom.engine import FutureVersion, Replica
 
 from .auth import Caller
 from .config import GatewayConfig
 from .documents import Documents
-from .errors import BadRequest, Compacted, NotFound, ShuttingDown, TooMany
+from .errors import (
+    BadRequest,
+    Compacted,
+    ForeignToken,
+    NotFound,
+    ShuttingDown,
+    TokenBeyondHead,
+    TooMany,
+)
 from .feed import ChangeFeed, Entry, Follower, parse_resume_token, resume_token
 from .requests import checked_node_id
 from .store import Store, StoredChange
@@ -72,12 +80,9 @@ class Snapshot:
     version: int
     clock: dict[str, int]
     snapshot_bson: bytes
-    #: The log position the snapshot covers.
+    #: The log position the snapshot covers, and its token.
     seq: int
-
-    @property
-    def resume_token(self) -> bytes:
-        return resume_token(self.seq)
+    resume_token: bytes = b""
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,10 +104,7 @@ class Progress:
 
     seq: int
     timestamp_us: int
-
-    @property
-    def resume_token(self) -> bytes:
-        return resume_token(self.seq)
+    resume_token: bytes
 
 
 StreamEvent = Snapshots | Changes | Progress
@@ -121,6 +123,11 @@ class StreamState:
     visible: Callable[[bytes], bool] | None = None
     #: node -> version already covered by its snapshot.
     skip: dict[bytes, int] = field(default_factory=dict)
+    #: The store's id, in every token this stream hands out (b"": tokens without one).
+    store_id: bytes = b""
+
+    def token(self, seq: int) -> bytes:
+        return resume_token(seq, self.store_id)
 
     def covered(self, snaps: list[Snapshot], rewind: bool) -> None:
         """Snapshots were sent: their versions are not sent again. ``rewind`` (one document,
@@ -139,19 +146,32 @@ class StreamState:
             return batch
         return [e for e in batch if e.change.version > skip.get(e.change.node_id, 0)]
 
-    def resume(self, token: bytes, oldest: int) -> None:
-        """Continue after a resume token; ``oldest``: every matching change after this position
-        is still in the log."""
+    def resume(self, token: bytes, oldest: int, head: int) -> None:
+        """Continue after a resume token, if this store issued it: a token of another store,
+        or past the ``head``, would make the stream skip changes it never saw. ``oldest``:
+        every matching change after this position is still in the log."""
         try:
-            pos = parse_resume_token(token)
+            pos, store_id = parse_resume_token(token)
         except ValueError as exc:
             raise BadRequest(str(exc)) from None
+        # An 8-byte token (gateways before store ids) names no store: only the head is checked.
+        if store_id is not None and store_id != self.store_id:
+            raise ForeignToken(
+                "the resume token was issued by another store (another database, or this one"
+                " reset or restored from a backup); resync from a snapshot"
+            )
+        if pos > head:
+            raise TokenBeyondHead(
+                f"the resume token is at log position {pos}, past the head {head}: this store"
+                f" never issued it; resync from a snapshot (the detail's token is the head)",
+                position=pos, head=head, head_token=self.token(head),
+            )  # fmt: skip
         if pos < oldest:
             raise Compacted(
                 f"the resume token is older than the retained log; resync from a"
                 f" snapshot (oldest position {oldest})",
                 0,
-                resume_token(oldest),
+                self.token(oldest),
             )
         self.pos = pos
 
@@ -167,11 +187,11 @@ class StreamState:
         return entries
 
     def progress(self, now_us: int) -> Progress:
-        return Progress(self.pos, now_us)
+        return Progress(self.pos, now_us, self.token(self.pos))
 
     def shutting_down(self) -> ShuttingDown:
         message = "the gateway is shutting down; resume from the token"
-        return ShuttingDown(message, resume_token(self.pos))
+        return ShuttingDown(message, self.token(self.pos))
 
 
 @dataclass(frozen=True, slots=True)
@@ -234,7 +254,7 @@ class ChangeStreams:
         self.subscribers += 1
         follower = self.feed.follow(p.node_id, p.prefix)
         try:
-            state = StreamState(self.feed.head, p.visible)
+            state = StreamState(self.feed.head, p.visible, store_id=self.feed.store_id)
             if request.send_snapshot:
                 snaps = await self._snapshots(p)
                 start = request.from_version is None and request.resume_token is None
@@ -249,7 +269,7 @@ class ChangeStreams:
                         yield Changes(fresh, request.include_update)
             elif request.resume_token is not None:
                 oldest = await self.store.oldest_seq(p.node_id, p.prefix or b"")
-                state.resume(request.resume_token, oldest)
+                state.resume(request.resume_token, oldest, self.feed.head)
             async for event in self._follow(follower, state, request.include_update, p, who):
                 yield event
         finally:
@@ -273,7 +293,8 @@ class ChangeStreams:
         host = await self.documents.host(node_id, create=False)
 
         def snap(r: Replica) -> Snapshot:
-            return Snapshot(node_id, r.version, r.clock(), r.snapshot(), host.last_seq)
+            seq = host.last_seq
+            return Snapshot(node_id, r.version, r.clock(), r.snapshot(), seq, self.feed.token(seq))
 
         snapshot: Snapshot = await host.read(snap)
         return snapshot
@@ -290,13 +311,15 @@ class ChangeStreams:
         host = await self.documents.host(node_id, create=after_version == 0)
         current = await host.read(lambda r: r.version)
         if after_version > current:
-            raise BadRequest(f"from_version {after_version} is beyond the latest {current}")
+            raise FutureVersion(
+                f"from_version {after_version} is past the latest version {current}", current
+            )
         v = after_version
         while True:
             rows = await self.store.changes_of(node_id, v, self.config.batch_events)
             if not rows:
                 return
-            yield [Entry(c) for c in rows]
+            yield [self.feed.entry(c) for c in rows]
             v = rows[-1].version
 
     async def _follow(
@@ -352,16 +375,16 @@ async def next_entries(
         entries = feed.read(pos, follower, limit)
         if entries is None:
             # Fell out of the in-memory window: catch up from the store.
-            rows = await _stored_after(store, pos, follower, limit)
+            rows = await _stored_after(feed, store, pos, follower, limit)
             if rows:
-                return [Entry(c) for c in rows], pos
+                return [feed.entry(c) for c in rows], pos
             pos = max(pos, feed.window_start())
             continue
         return entries, pos if entries else max(pos, head)
 
 
 async def _stored_after(
-    store: Store, pos: int, follower: Follower, limit: int
+    feed: ChangeFeed, store: Store, pos: int, follower: Follower, limit: int
 ) -> list[StoredChange]:
     # Judged for the follower's own documents: another document's pruned history must not
     # fail it (a session member went mute that way: issue 9, item 1).
@@ -370,7 +393,7 @@ async def _stored_after(
         raise Compacted(
             "this subscriber fell behind compacted history; resync from a snapshot",
             0,
-            resume_token(oldest),
+            feed.token(oldest),
         )
     if follower.node_id is not None:
         # The query matches node_id as a prefix ("doc" also finds "doc/child"): when a full

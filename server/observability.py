@@ -15,6 +15,7 @@ the security layer refuses; server/pipeline.py) measures every call of every ser
 split (``JsonFormatter``, ``TextFormatter``, ``configure_logging``, ``Metrics``, ``Tracer``,
 ``split_address``) are still importable from this module.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -478,8 +479,16 @@ class Observability:
             shown = ("method", "code", "duration_ms")
             # Logger.log would first walk the stack for the caller's file and line (a tenth of
             # the line's cost), which an access-log line does not show.
-            record = ACCESS.makeRecord(ACCESS.name, level, "", 0, msg, (), None,
-                                       extra={"fields": fields, "in_message": shown})  # fmt: skip
+            record = ACCESS.makeRecord(
+                ACCESS.name,
+                level,
+                "",
+                0,
+                msg,
+                (),
+                None,
+                extra={"fields": fields, "in_message": shown},
+            )
             ACCESS.handle(record)
 
     def close(self) -> None:
@@ -487,4 +496,3 @@ class Observability:
             self.metrics.close()
         if self.tracer is not None:
             self.tracer.close()
-

@@ -18,7 +18,7 @@ from google.protobuf import any_pb2
 from google.rpc import code_pb2, status_pb2
 from grpc_status import rpc_status
 
-from virtualdom.engine import Replica, validate_clock
+from virtualdom.engine import LimitExceeded, Replica, validate_clock
 from virtualdom.engine.diff import parse_path
 from virtualdom.v1 import gateway_pb2 as pb
 
@@ -109,6 +109,15 @@ class MemoryGateway:
     def node_id(self, raw: bytes, what: str = "node_id") -> bytes:
         return checked_node_id(raw, self.config, what)
 
+    def actor(self, requested: str) -> str:
+        """The actor a write or a session member acts as (the caller's, see
+        :meth:`~.auth.Caller.actor_for`), within ``max_actor_bytes``."""
+        limit = self.config.max_actor_bytes
+        _limited("max_actor_bytes", limit, requested, "actor")
+        actor = caller().actor_for(requested)
+        _limited("max_actor_bytes", limit, actor, "actor")
+        return actor
+
     # -- unary -----------------------------------------------------------------------------------
 
     @rpc_errors
@@ -120,17 +129,23 @@ class MemoryGateway:
         if not diff_bson:
             raise BadRequest("diff_bson is empty")
         who = caller()  # the token's subject is the actor; grants and rate limits apply
-        actor = who.actor_for(request.actor)
-        who.require_write(node_id, len(diff_bson))
+        actor = self.actor(request.actor)
         request_id = request.request_id or request.metadata.get("request_id", "")
-        if len(request_id) > 128:
-            raise BadRequest("request_id is longer than 128 characters")
+        rid_bytes = _limited(
+            "max_request_id_bytes", self.config.max_request_id_bytes, request_id, "request_id"
+        )
+        metadata = dict(request.metadata)
+        meta_bytes = sum(len(k.encode()) + len(v.encode()) for k, v in metadata.items())
+        _check("max_metadata_bytes", self.config.max_metadata_bytes, meta_bytes, "metadata")
         context_clock = clock_of(request.vector_clock) if request.vector_clock.counters else None
+        # Checked (and refused) before charging: what is stored with the change and sent to
+        # every subscriber counts in the byte rate, not only the diff.
+        who.require_write(node_id, len(diff_bson) + meta_bytes + len(actor.encode()) + rid_bytes)
         write = Write(
             diff=diff_bson,
             context=context_clock,
             actor=actor,
-            metadata=dict(request.metadata),
+            metadata=metadata,
             request_id=request_id,
             expected_version=(
                 request.expected_version if request.HasField("expected_version") else None
@@ -257,6 +272,21 @@ def wire_messages(event: Changes, budget: int) -> Iterator[bytes]:
         size += len(field)
     if chunk:
         yield b"".join(chunk)
+
+
+def _check(limit: str, allowed: int, actual: int, what: str) -> None:
+    if actual > allowed:
+        raise LimitExceeded(
+            f"{what} is {actual} bytes, over the limit {limit}={allowed}", limit, allowed, actual
+        )
+
+
+def _limited(limit: str, allowed: int, text: str, what: str) -> int:
+    """``text``'s size in UTF-8 bytes, checked against ``allowed`` (the proto counts bytes:
+    64 emoji are 64 characters but 256 bytes)."""
+    size = len(text.encode())
+    _check(limit, allowed, size, what)
+    return size
 
 
 def _echo_budget(config: GatewayConfig) -> int:

@@ -26,8 +26,10 @@ from virtualdom.server.documents import Documents, Write
 from virtualdom.server.errors import (
     BadRequest,
     Compacted,
+    ForeignToken,
     PermissionDenied,
     ShuttingDown,
+    TokenBeyondHead,
     Unauthenticated,
 )
 from virtualdom.server.feed import ChangeFeed, Entry, resume_token
@@ -89,19 +91,29 @@ def test_replayed_batches_advance_and_skip_covered_versions():
 
 def test_resume_checks_the_token_and_the_retained_log():
     state = StreamState(pos=100)
-    with pytest.raises(BadRequest, match="8 bytes"):
-        state.resume(b"short", oldest=0)
+    with pytest.raises(BadRequest, match="17 bytes"):
+        state.resume(b"short", oldest=0, head=100)
     with pytest.raises(Compacted) as info:
-        state.resume(resume_token(5), oldest=20)
+        state.resume(resume_token(5), oldest=20, head=100)
     assert info.value.resume_token == resume_token(20) and "resync" in str(info.value)
-    state.resume(resume_token(20), oldest=20)
+    with pytest.raises(TokenBeyondHead) as beyond:
+        state.resume(resume_token(101), oldest=20, head=100)
+    assert beyond.value.head_token == resume_token(100)
+    state.resume(resume_token(20), oldest=20, head=100)
     assert state.pos == 20
+    # With a store id, every token carries it, and a token of another store is refused.
+    mine = StreamState(pos=0, store_id=b"S" * 8)
+    assert mine.progress(1).resume_token == resume_token(0, b"S" * 8)
+    with pytest.raises(ForeignToken):
+        mine.resume(resume_token(3, b"T" * 8), oldest=0, head=10)
+    mine.resume(resume_token(3, b"S" * 8), oldest=0, head=10)
+    mine.resume(resume_token(4), oldest=0, head=10)  # an old 8-byte token names no store
+    assert mine.pos == 4
 
 
 def test_progress_and_shutdown_carry_the_position_to_resume_from():
     state = StreamState(pos=42)
-    assert state.progress(7) == Progress(42, 7)
-    assert state.progress(7).resume_token == resume_token(42)
+    assert state.progress(7) == Progress(42, 7, resume_token(42))
     err = state.shutting_down()
     assert isinstance(err, ShuttingDown) and err.resume_token == resume_token(42)
 
@@ -168,7 +180,7 @@ def test_the_driver_yields_snapshot_catch_up_live_changes_heartbeats_then_ends_r
             streams.close()
             with pytest.raises(ShuttingDown) as info:
                 await anext(events)
-            assert info.value.resume_token == resume_token(beat.seq)
+            assert info.value.resume_token == beat.resume_token == feed.token(beat.seq)
             assert streams.subscribers == 0
 
             snapped = streams.open(StreamRequest(node_id=b"d", send_snapshot=True), ANYONE)

@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import bisect
 import dataclasses
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import bson
@@ -154,7 +153,6 @@ class ChangeFeed:
         self.head = 0
         self._by_node: dict[bytes, set[Follower]] = {}
         self._by_prefix: set[Follower] = set()
-        self.listeners: list[Callable[[list[Entry]], None]] = []
         #: Large entries still whole, with the followers that have yet to take them.
         self._large: list[tuple[Entry, set[Follower]]] = []
 
@@ -191,8 +189,6 @@ class ChangeFeed:
             for f in self._by_prefix:
                 if any(f.matches(e.change.node_id) for e in entries):
                     f.wake.set()
-        for listener in self.listeners:
-            listener(entries)
         for e in entries:
             if e.large:
                 # Its followers now: the only ones that will take it from the window (a later

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 import grpc
 
 from . import context as callctx
+from . import errors
 from .addresses import split_address, url_host
 from .config import GatewayConfig
 from .logs import JsonFormatter, TextFormatter, configure_logging
@@ -60,14 +61,7 @@ log = logging.getLogger("virtualdom.observability")
 #: seconds and would drown the access log).
 QUIET_SERVICES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
 #: Status codes that mean the gateway failed (logged at ERROR); others are the caller's doing.
-SERVER_ERRORS = frozenset(
-    {
-        grpc.StatusCode.UNKNOWN,
-        grpc.StatusCode.INTERNAL,
-        grpc.StatusCode.DATA_LOSS,
-        grpc.StatusCode.UNIMPLEMENTED,
-    }
-)
+SERVER_ERRORS = errors.SERVER_FAULTS
 MAX_LOGGED_ID = 256
 
 
@@ -110,7 +104,7 @@ class CallInfo:
         self.resp_bytes = 0
         self.msgs_in = 0
         self.msgs_out = 0
-        self.code = grpc.StatusCode.OK
+        self.code = errors.OK
         self.started = time.perf_counter()
 
     @property
@@ -394,13 +388,13 @@ def _status(
 ) -> grpc.StatusCode:
     code: grpc.StatusCode | None = context.code()
     if exc is None or isinstance(exc, grpc.aio.AbortError):
-        return code if code is not None else grpc.StatusCode.OK
+        return code if code is not None else errors.OK
     if isinstance(exc, (asyncio.CancelledError, GeneratorExit)):
         remaining = context.time_remaining()
         if remaining is not None and remaining <= 0:
-            return grpc.StatusCode.DEADLINE_EXCEEDED
-        return grpc.StatusCode.CANCELLED
-    return code if code is not None else grpc.StatusCode.UNKNOWN
+            return errors.DEADLINE_EXCEEDED
+        return errors.CANCELLED
+    return code if code is not None else errors.UNKNOWN
 
 
 def _caller_subject() -> str:
@@ -475,7 +469,7 @@ class Observability:
             return
         if call.server_error:
             level = logging.ERROR
-        elif call.code == grpc.StatusCode.OK and call.method.startswith(QUIET_SERVICES):
+        elif call.code == errors.OK and call.method.startswith(QUIET_SERVICES):
             level = logging.DEBUG
         else:
             level = logging.INFO

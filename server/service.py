@@ -1,7 +1,7 @@
 """The MemoryGateway handlers: convert the request, call the domain, convert the result.
 
-Errors are not mapped here: they propagate to :func:`rpc_errors`, which asks the single table in
-:mod:`.errors` for the status.
+Errors are not mapped here: they propagate to :func:`rpc_errors` (SubscribeChanges catches them
+itself), which asks the single table in :mod:`.errors` for the status (:func:`abort_for`).
 """
 
 from __future__ import annotations
@@ -10,7 +10,6 @@ import asyncio
 import contextlib
 import functools
 import logging
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any, TypeVar
 
@@ -19,42 +18,35 @@ from google.protobuf import any_pb2
 from google.rpc import code_pb2, status_pb2
 from grpc_status import rpc_status
 
-from virtualdom.engine import FutureVersion, LimitExceeded, Replica, validate_clock
+from virtualdom.engine import LimitExceeded, Replica, validate_clock
 from virtualdom.engine.diff import parse_path
 from virtualdom.v1 import gateway_pb2 as pb
 
-from . import context as callctx
 from .auth import caller
+from .changestream import (
+    Changes,
+    ChangeStreams,
+    Progress,
+    Snapshot,
+    Snapshots,
+    StreamRequest,
+    next_entries,
+)
 from .config import GatewayConfig
 from .documents import Documents, Write, WriteResult
-from .errors import (
-    BadRequest,
-    Compacted,
-    ForeignToken,
-    NotFound,
-    ShuttingDown,
-    TokenBeyondHead,
-    TooMany,
-    internal_message,
-    status_of,
-)
-from .feed import ChangeFeed, Entry, Follower, parse_resume_token
-from .store import Store, StoredChange
+from .errors import BadRequest, status_for
+from .feed import ChangeFeed, Entry, Follower
+from .requests import checked_node_id
+from .store import Store
 
 log = logging.getLogger("virtualdom.service")
 T = TypeVar("T")
 
 
 async def abort_for(context: grpc.aio.ServicerContext[Any, Any], exc: BaseException) -> None:
-    """Abort the RPC with the status the error table gives ``exc`` (INTERNAL if none)."""
-    mapped = status_of(exc)
-    if mapped is None:
-        # A bug: the traceback goes to the log (its lines carry the request id), the client
-        # gets the request id to quote, never the exception's text.
-        log.error("internal error", exc_info=exc)
-        await context.abort(grpc.StatusCode.INTERNAL, internal_message(callctx.request_id.get()))
-    assert mapped is not None
-    code, message, detail = mapped
+    """Abort the RPC with the status the error table gives ``exc`` (INTERNAL naming the
+    request id if none), and its ErrorDetail."""
+    code, message, detail = status_for(exc)
     packed = any_pb2.Any()
     packed.Pack(detail)
     status = status_pb2.Status(code=getattr(code_pb2, code.name), message=message, details=[packed])
@@ -96,24 +88,6 @@ def rpc_errors(fn: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
     return wrapper
 
 
-def stream_errors(
-    fn: Callable[..., AsyncIterator[T]],
-) -> Callable[..., AsyncIterator[T]]:
-    @functools.wraps(fn)
-    async def wrapper(self: Any, request: Any, context: Any) -> AsyncIterator[T]:
-        try:
-            if isinstance(request, BadRequest):  # undecodable request bytes (app._parse)
-                raise request
-            async for item in fn(self, request, context):
-                yield item
-        except (grpc.aio.AbortError, asyncio.CancelledError, GeneratorExit):
-            raise
-        except Exception as exc:
-            await abort_for(context, exc)
-
-    return wrapper
-
-
 def clock_of(msg: pb.VectorClock) -> dict[str, int]:
     clock: dict[str, int] = validate_clock(dict(msg.counters))
     return clock
@@ -127,24 +101,13 @@ class MemoryGateway:
         self.store = store
         self.documents = documents
         self.feed = feed
-        self.subscribers = 0
-        self.sessions = 0
-        self.shutdown = asyncio.Event()
+        #: The change streams (the transport-independent core).
+        self.streams = ChangeStreams(config, store, documents, feed)
 
     # -- request checks --------------------------------------------------------------------------
 
     def node_id(self, raw: bytes, what: str = "node_id") -> bytes:
-        if not raw:
-            raise BadRequest(f"{what} is empty")
-        if len(raw) > self.config.max_node_id_bytes:
-            raise BadRequest(
-                f"{what} is {len(raw)} bytes, over the limit of {self.config.max_node_id_bytes}"
-            )
-        try:
-            raw.decode("utf-8")
-        except UnicodeDecodeError:
-            raise BadRequest(f"{what} must be UTF-8") from None
-        return bytes(raw)
+        return checked_node_id(raw, self.config, what)
 
     def actor(self, requested: str) -> str:
         """The actor a write or a session member acts as (the caller's, see
@@ -216,255 +179,99 @@ class MemoryGateway:
         response: pb.ReadSnapshotResponse = await host.read(read)
         return response
 
-    # -- change streams --------------------------------------------------------------------------
+    # -- change streams: convert, call the core (changestream.py), convert -------------------
 
-    @stream_errors
+    @property
+    def subscribers(self) -> int:
+        return self.streams.subscribers
+
     async def SubscribeChanges(
         self, request: pb.SubscribeRequest, context: Any
     ) -> AsyncIterator[Any]:
-        if self.subscribers >= self.config.max_subscribers:
-            raise TooMany(f"too many subscribers (max_subscribers={self.config.max_subscribers})")
-        target = request.WhichOneof("target")
-        if target is None:
-            raise BadRequest("set node_id or prefix")
-        node_id = self.node_id(request.node_id) if target == "node_id" else None
-        prefix = bytes(request.prefix) if target == "prefix" else None
-        if prefix is not None and len(prefix) > self.config.max_node_id_bytes:
-            raise BadRequest("prefix is longer than max_node_id_bytes")
-        if node_id is not None:
-            caller().require_read(node_id)
-        # A prefix wider than the caller's read grants: only the readable nodes are sent.
-        visible = caller().read_filter(prefix) if prefix is not None else None
-        start = request.WhichOneof("start")
-        heartbeat = (request.heartbeat_ms or self.config.heartbeat_ms) / 1000
-        if request.heartbeat_ms and request.heartbeat_ms < 50:
-            raise BadRequest("heartbeat_ms must be >= 50")
-        include_update = request.include_update
-        self.subscribers += 1
-        follower = self.feed.follow(node_id, prefix)
+        # Errors are handled here rather than by a wrapping generator (stream_errors): every
+        # delivery to every subscriber passes through each generator layer twice.
         try:
-            # Everything committed after `pos` (and matching) is still to be delivered.
-            pos = self.feed.head
-            skip: dict[bytes, int] = {}  # node -> version already covered by its snapshot
-            if request.send_snapshot:
-                snaps = []
-                nodes = (
-                    [node_id] if node_id is not None else await self.store.node_ids(prefix or b"")
-                )
-                if visible is not None:
-                    nodes = [n for n in nodes if visible(n)]
-                for n in nodes:
-                    try:
-                        snaps.append(await self._snapshot_event(n))
-                    except NotFound:
-                        if node_id is not None:
-                            raise
-                for s in snaps:
-                    skip[s.node_id] = s.version
-                if node_id is not None and start is None:
-                    pos = min(pos, parse_resume_token(snaps[0].resume_token)[0])
-                for i in range(0, len(snaps), 64):
-                    yield pb.ChangeEvent(snapshots=snaps[i : i + 64])
-            if start == "from_version":
-                if node_id is None:
-                    raise BadRequest("from_version is for node_id subscriptions; use resume_token")
-                async for batch in self._replay_node(node_id, request.from_version):
-                    pos = batch[-1].seq
-                    # With send_snapshot, the snapshot already holds versions up to its own.
-                    fresh = [e for e in batch if e.change.version > skip.get(node_id, 0)]
-                    for message in self._messages(fresh, include_update):
+            undecodable: object = request  # app._parse hands over a BadRequest instead
+            if isinstance(undecodable, BadRequest):
+                raise undecodable
+            budget = _echo_budget(self.config)
+            async for event in self.streams.open(stream_request(request), caller()):
+                if type(event) is Changes:
+                    entries = event.entries
+                    if len(entries) == 1:  # a live subscriber's usual batch: nothing to split
+                        field = entries[0].encoded_field(event.include_update)
+                        if len(field) <= budget:
+                            yield field
+                            continue
+                    for message in wire_messages(event, budget):
                         yield message
-            elif start == "resume_token":
-                pos = self._position(request.resume_token)
-                oldest = await self.store.oldest_seq(node_id, prefix or b"")
-                if pos < oldest:
-                    raise Compacted(
-                        f"the resume token is older than the retained log; resync from a"
-                        f" snapshot (oldest position {oldest})",
-                        0,
-                        self.feed.token(oldest),
+                elif type(event) is Progress:
+                    yield pb.ChangeEvent(
+                        progress=pb.Progress(
+                            resume_token=event.resume_token, timestamp_us=event.timestamp_us
+                        )
                     )
-            async for item in self._follow(follower, pos, skip, include_update, heartbeat, visible):
-                yield item
-        finally:
-            self.feed.unfollow(follower)
-            self.subscribers -= 1
-
-    def _position(self, token: bytes) -> int:
-        """The log position a resume token names, if this store issued it: a token of another
-        store, or past the head, would make the stream skip changes it never saw."""
-        try:
-            seq, store_id = parse_resume_token(token)
-        except ValueError as exc:
-            raise BadRequest(str(exc)) from None
-        # An 8-byte token (gateways before store ids) names no store: only the head is checked.
-        if store_id is not None and store_id != self.feed.store_id:
-            raise ForeignToken(
-                "the resume token was issued by another store (another database, or this one"
-                " reset or restored from a backup); resync from a snapshot"
-            )
-        head = self.feed.head
-        if seq > head:
-            raise TokenBeyondHead(
-                f"the resume token is at log position {seq}, past the head {head}: this store"
-                f" never issued it; resync from a snapshot (the detail's token is the head)",
-                position=seq, head=head, head_token=self.feed.token(head),
-            )  # fmt: skip
-        return seq
-
-    async def _snapshot_event(self, node_id: bytes) -> pb.SnapshotEvent:
-        host = await self.documents.host(node_id, create=False)
-
-        def snap(r: Replica) -> pb.SnapshotEvent:
-            return pb.SnapshotEvent(
-                node_id=node_id, version=r.version, vector_clock=pb.VectorClock(counters=r.clock()),
-                snapshot_bson=r.snapshot(), resume_token=self.feed.token(host.last_seq),
-            )  # fmt: skip
-
-        event: pb.SnapshotEvent = await host.read(snap)
-        return event
-
-    async def _replay_node(self, node_id: bytes, after_version: int) -> AsyncIterator[list[Entry]]:
-        """A document's stored changes after a version, in batches (catch-up)."""
-        oldest = await self.store.oldest_version(node_id)
-        if after_version < oldest:
-            raise Compacted(
-                f"versions up to {oldest} of this document were compacted; resync from a"
-                f" snapshot (oldest resumable version {oldest})",
-                oldest,
-            )
-        host = await self.documents.host(node_id, create=after_version == 0)
-        current = await host.read(lambda r: r.version)
-        if after_version > current:
-            raise FutureVersion(
-                f"from_version {after_version} is past the latest version {current}", current
-            )
-        v = after_version
-        while True:
-            rows = await self.store.changes_of(node_id, v, self.config.batch_events)
-            if not rows:
-                return
-            yield [self.feed.entry(c) for c in rows]
-            v = rows[-1].version
-
-    async def _follow(
-        self,
-        follower: Follower,
-        pos: int,
-        skip: dict[bytes, int],
-        include_update: bool,
-        heartbeat: float,
-        visible: Callable[[bytes], bool] | None = None,
-    ) -> AsyncIterator[Any]:
-        limit = self.config.batch_events
-        who = caller()
-        while not self.shutdown.is_set():
-            who.check_live()
-            follower.wake.clear()
-            entries, pos = await self.next_entries(follower, pos, limit)
-            if entries:
-                last = entries[-1].seq
-                if skip:
-                    entries = [
-                        e for e in entries if e.change.version > skip.get(e.change.node_id, 0)
-                    ]
-                if visible is not None:  # after `last`: filtered-out changes still advance
-                    entries = [e for e in entries if visible(e.change.node_id)]
-                pos = last
-                if entries:
-                    for message in self._messages(entries, include_update):
-                        yield message
-                continue
-            left = who.seconds_left()
-            timeout = heartbeat if left is None else min(heartbeat, left + 0.001)
-            # One wait on the follower's own event, with a deadline: no task per wake-up
-            # (each of a write's subscribers passes here once per write). Shutdown sets every
-            # follower's event (close_streams).
-            try:
-                async with asyncio.timeout(timeout):
-                    await follower.wake.wait()
-                woken = True
-            except TimeoutError:
-                woken = False
-            if not woken and left is not None and left < heartbeat:
-                continue  # woken for the token's expiry: the loop's check ends the stream
-            if not woken:
-                yield pb.ChangeEvent(
-                    progress=pb.Progress(
-                        resume_token=self.feed.token(pos), timestamp_us=int(time.time() * 1e6)
-                    )
-                )
-        # Shutting down: end with a status that tells the client where to resume from.
-        raise ShuttingDown(
-            "the gateway is shutting down; resume from the token", self.feed.token(pos)
-        )
+                else:
+                    assert isinstance(event, Snapshots)
+                    yield pb.ChangeEvent(snapshots=[snapshot_pb(s) for s in event.items])
+        except (grpc.aio.AbortError, asyncio.CancelledError, GeneratorExit):
+            raise
+        except Exception as exc:
+            await abort_for(context, exc)
 
     def close_streams(self) -> None:
         """Shutting down: every change stream ends with a resumable status."""
-        self.shutdown.set()
-        for f in self.feed.followers():
-            f.wake.set()
+        self.streams.close()
 
     async def next_entries(
         self, follower: Follower, pos: int, limit: int
     ) -> tuple[list[Entry], int]:
-        """The follower's next committed entries after ``pos``: from the feed window, or from
-        the store when ``pos`` fell out of it. With none, also the position to wait from (past
-        what was scanned). Shared by change streams and session members."""
-        while True:
-            head = self.feed.head
-            entries = self.feed.read(pos, follower, limit)
-            if entries is None:
-                # Fell out of the in-memory window: catch up from the store.
-                rows = await self._stored_after(pos, follower, limit)
-                if rows:
-                    return [self.feed.entry(c) for c in rows], pos
-                pos = max(pos, self.feed.window_start())
-                continue
-            return entries, pos if entries else max(pos, head)
+        """A follower's next committed entries (:func:`.changestream.next_entries`), for the
+        session code that holds the gateway."""
+        return await next_entries(self.feed, self.store, follower, pos, limit)
 
-    async def _stored_after(self, pos: int, follower: Follower, limit: int) -> list[StoredChange]:
-        oldest = await self.store.oldest_seq(follower.node_id, follower.prefix or b"")
-        if pos < oldest:
-            raise Compacted(
-                "this subscriber fell behind compacted history; resync from a snapshot",
-                0,
-                self.feed.token(oldest),
-            )
-        if follower.node_id is not None:
-            # The query matches node_id as a prefix ("doc" also finds "doc/child"): when a full
-            # page holds only other documents, read on from its end. (Returning [] made the
-            # caller jump to the window start, skipping this document's older changes.)
-            while True:
-                rows = await self.store.changes_after(pos, follower.node_id, limit * 4)
-                mine = [c for c in rows if c.node_id == follower.node_id][:limit]
-                if mine or len(rows) < limit * 4:
-                    return mine
-                pos = rows[-1].seq
-        return await self.store.changes_after(pos, follower.prefix or b"", limit)
 
-    @staticmethod
-    def _encode(entries: list[Entry], include_update: bool) -> bytes:
-        return b"".join(e.encoded_field(include_update) for e in entries)
+def stream_request(request: pb.SubscribeRequest) -> StreamRequest:
+    """A SubscribeRequest as the change-stream core's request."""
+    target = request.WhichOneof("target")
+    start = request.WhichOneof("start")
+    return StreamRequest(
+        node_id=request.node_id if target == "node_id" else None,
+        prefix=request.prefix if target == "prefix" else None,
+        from_version=request.from_version if start == "from_version" else None,
+        resume_token=request.resume_token if start == "resume_token" else None,
+        send_snapshot=request.send_snapshot,
+        include_update=request.include_update,
+        heartbeat_ms=request.heartbeat_ms,
+    )
 
-    def _messages(self, entries: list[Entry], include_update: bool) -> Iterator[bytes]:
-        """The entries as stream messages, in order, each under max_message_bytes: a batch
-        of big changes is split, and a change too big to send with its update goes without it
-        (one message over the cap fails the stream, and its every retry)."""
-        budget = _echo_budget(self.config)
-        chunk: list[bytes] = []
-        size = 0
-        for e in entries:
-            field = e.encoded_field(include_update)
-            if include_update and len(field) > budget:
-                field = e.encoded_field(False)
-            if chunk and size + len(field) > budget:
-                yield b"".join(chunk)
-                chunk, size = [], 0
-            chunk.append(field)
-            size += len(field)
-        if chunk:
+
+def snapshot_pb(s: Snapshot) -> pb.SnapshotEvent:
+    return pb.SnapshotEvent(
+        node_id=s.node_id, version=s.version, vector_clock=pb.VectorClock(counters=s.clock),
+        snapshot_bson=s.snapshot_bson, resume_token=s.resume_token,
+    )  # fmt: skip
+
+
+def wire_messages(event: Changes, budget: int) -> Iterator[bytes]:
+    """The changes as ChangeEvent messages, in order, each under ``budget`` bytes: a batch of
+    big changes is split, and a change too big to send with its update goes without it (one
+    message over the cap fails the stream, and its every retry). Each change is encoded once
+    for every subscriber (``Entry.encoded_field``): a message is their concatenation."""
+    include_update = event.include_update
+    chunk: list[bytes] = []
+    size = 0
+    for e in event.entries:
+        field = e.encoded_field(include_update)
+        if include_update and len(field) > budget:
+            field = e.encoded_field(False)
+        if chunk and size + len(field) > budget:
             yield b"".join(chunk)
+            chunk, size = [], 0
+        chunk.append(field)
+        size += len(field)
+    if chunk:
+        yield b"".join(chunk)
 
 
 def _check(limit: str, allowed: int, actual: int, what: str) -> None:

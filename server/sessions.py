@@ -34,7 +34,6 @@ from virtualdom.engine.bson_errors import malformed
 from virtualdom.engine.values import DEFAULT_MAX_DEPTH
 from virtualdom.v1 import gateway_pb2 as pb
 
-from . import context as callctx
 from .auth import caller
 from .config import GatewayConfig
 from .core.room import Member, Room, Rooms
@@ -47,8 +46,7 @@ from .errors import (
     TooMany,
     Unauthenticated,
     Unavailable,
-    internal_message,
-    status_of,
+    status_for,
 )
 from .feed import ChangeFeed, Follower
 from .rooms import awareness_client, bson_of_state, state_of_bson
@@ -58,22 +56,13 @@ log = logging.getLogger("virtualdom.sessions")
 
 
 def _error_update(seq: int, node_id: bytes, exc: Exception) -> pb.SessionUpdate:
-    """A member's failed message as a SessionError, through the one status table."""
-    mapped = status_of(exc)
-    retry_after_ms = 0
-    if mapped is None:
-        # A bug: its text (paths, values, internals) stays in the log; the client gets the
-        # request id that finds it there.
-        rid = callctx.request_id.get()
-        log.error("session message failed (request id %s)", rid, exc_info=exc)
-        code, message = grpc.StatusCode.INTERNAL, internal_message(rid)
-    else:
-        code, message, detail = mapped
-        retry_after_ms = detail.retry_after_ms
+    """A member's failed message as a SessionError, through the one status table (a bug is
+    INTERNAL naming the request id, its text only in the log)."""
+    code, message, detail = status_for(exc)
     return pb.SessionUpdate(
         error=pb.SessionError(
             seq=seq, code=code.value[0], message=message, node_id=node_id,
-            retry_after_ms=retry_after_ms,
+            retry_after_ms=detail.retry_after_ms,
         )
     )  # fmt: skip
 
@@ -141,6 +130,8 @@ class Outbox:
         self.error: BaseException | None = None
         #: Nothing more will be queued: the session ends OK once the queue is sent.
         self.finished = False
+        #: The call is over already: nothing more is sent.
+        self.abandoned = False
 
     async def put(self, update: pb.SessionUpdate) -> None:
         """Queue a message, waiting while the queue is full (unless the session is ending)."""
@@ -190,6 +181,12 @@ class Outbox:
     def finish(self) -> None:
         self.finished = True
         self.ready.set()
+
+    def abandon(self) -> None:
+        """The call is already over (grpc ended it): end without sending anything more."""
+        self.abandoned = True
+        self.items.clear()
+        self.finish()
 
 
 class Session:
@@ -288,6 +285,8 @@ class SessionService:
                 if out.error is not None:
                     await abort_for(context, out.error)
                     return
+                if out.abandoned:
+                    return
                 left = who.seconds_left()
                 if left is not None and left <= 0:
                     who.check_live()  # raises Unauthenticated: the member rejoins
@@ -339,8 +338,10 @@ class SessionService:
                     await session.out.put(_error_update(msg.seq, node, exc))
         except Exception as exc:
             # The request stream itself failed (the client's connection broke, a message over
-            # the size limit): grpc has ended the call, nothing is left to acknowledge.
-            session.out.fail(exc)
+            # the size limit): grpc has ended the call with its own status; nothing is left to
+            # send or acknowledge, and it is no gateway fault.
+            log.debug("session request stream ended: %r", exc)
+            session.out.abandon()
             return
         # The client half-closed: every write read so far is acknowledged (or refused) before
         # the stream ends OK. (asyncio.wait: neither cancels the acker nor swallows a cancel

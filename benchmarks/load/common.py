@@ -131,6 +131,7 @@ class ServerProcess:
         self.args = list(args)
         self.env = env
         self.port = 0
+        self.banner = ""
         self.proc: subprocess.Popen[str] | None = None
         self._tmp = tempfile.TemporaryDirectory(prefix="vdom-bench-")
         self.workdir = Path(self._tmp.name)
@@ -155,6 +156,8 @@ class ServerProcess:
             self.stop()
             raise RuntimeError(f"{self.module} did not start: {line!r}\n{self.log.read_text()}")
         self.port = int(line.split()[1])
+        #: The rest of that first line (a server may say more about itself there).
+        self.banner = line.split(maxsplit=2)[2].strip() if len(line.split()) > 2 else ""
         return self
 
     @property

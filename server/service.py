@@ -24,9 +24,10 @@ from virtualdom.v1 import gateway_pb2 as pb
 
 from .auth import caller
 from .config import GatewayConfig
-from .documents import Documents, Write, WriteResult
+from .documents import Documents, WriteResult
 from .errors import BadRequest, Compacted, NotFound, ShuttingDown, TooMany, status_of
 from .feed import ChangeFeed, Entry, Follower, parse_resume_token, resume_token
+from .operations import Operations, WriteCall
 from .store import Store, StoredChange
 
 log = logging.getLogger("virtualdom.service")
@@ -95,6 +96,8 @@ class MemoryGateway:
         self.store = store
         self.documents = documents
         self.feed = feed
+        #: The unary operations, shared with the other transports (REST, Connect).
+        self.ops = Operations(config, store, documents)
         self.subscribers = 0
         self.sessions = 0
         self.shutdown = asyncio.Event()
@@ -102,72 +105,43 @@ class MemoryGateway:
     # -- request checks --------------------------------------------------------------------------
 
     def node_id(self, raw: bytes, what: str = "node_id") -> bytes:
-        if not raw:
-            raise BadRequest(f"{what} is empty")
-        if len(raw) > self.config.max_node_id_bytes:
-            raise BadRequest(
-                f"{what} is {len(raw)} bytes, over the limit of {self.config.max_node_id_bytes}"
-            )
-        try:
-            raw.decode("utf-8")
-        except UnicodeDecodeError:
-            raise BadRequest(f"{what} must be UTF-8") from None
-        return bytes(raw)
+        return self.ops.node_id(raw, what)
 
-    # -- unary -----------------------------------------------------------------------------------
+    # -- unary: convert, call the shared operation (server/operations.py), convert -------------
 
     @rpc_errors
     async def WriteDiff(self, request: pb.WriteDiffRequest, context: Any) -> pb.WriteDiffResponse:
-        node_id = self.node_id(request.node_id)
-        # Read once: each read of a bytes field of a protobuf message copies it (100 MB each
-        # for a 100 MB document).
-        diff_bson = request.diff_bson
-        if not diff_bson:
-            raise BadRequest("diff_bson is empty")
-        who = caller()  # the token's subject is the actor; grants and rate limits apply
-        actor = who.actor_for(request.actor)
-        who.require_write(node_id, len(diff_bson))
-        request_id = request.request_id or request.metadata.get("request_id", "")
-        if len(request_id) > 128:
-            raise BadRequest("request_id is longer than 128 characters")
-        context_clock = clock_of(request.vector_clock) if request.vector_clock.counters else None
-        write = Write(
-            diff=diff_bson,
-            context=context_clock,
-            actor=actor,
-            metadata=dict(request.metadata),
-            request_id=request_id,
-            expected_version=(
-                request.expected_version if request.HasField("expected_version") else None
-            ),
+        result = await self.ops.write(
+            WriteCall(
+                node_id=request.node_id,
+                # Read once: each read of a bytes field of a protobuf message copies it (100 MB
+                # each for a 100 MB document).
+                diff_bson=request.diff_bson,
+                actor=request.actor,
+                request_id=request.request_id,
+                metadata=dict(request.metadata),
+                context=clock_of(request.vector_clock) if request.vector_clock.counters else None,
+                expected_version=(
+                    request.expected_version if request.HasField("expected_version") else None
+                ),
+            )
         )
-        host = await self.documents.host(node_id, create=True)
-        result: WriteResult = await host.submit(write)
         return write_response(result, _echo_budget(self.config))
 
     @rpc_errors
     async def ReadSnapshot(
         self, request: pb.ReadSnapshotRequest, context: Any
     ) -> pb.ReadSnapshotResponse:
-        node_id = self.node_id(request.node_id)
-        caller().require_read(node_id)  # any version: a past one is as secret as the latest
-        version = request.version if request.HasField("version") else None
-        path = parse_path(request.path, "path") if request.path else None
-        include_state = request.include_state
-        host = await self.documents.host(node_id, create=False)
-
-        def read(r: Replica) -> pb.ReadSnapshotResponse:
-            v = r.version if version is None else version
-            snap = r.snapshot(version=version, path=path)
-            clock = r.clock() if v == r.version else r.clock_at(v)
-            state = r.encode_state() if include_state and v == r.version else b""
-            return pb.ReadSnapshotResponse(
-                snapshot_bson=snap, version=v, vector_clock=pb.VectorClock(counters=clock),
-                state=state,
-            )  # fmt: skip
-
-        response: pb.ReadSnapshotResponse = await host.read(read)
-        return response
+        snap = await self.ops.read(
+            request.node_id,
+            version=request.version if request.HasField("version") else None,
+            path=parse_path(request.path, "path") if request.path else None,
+            include_state=request.include_state,
+        )
+        return pb.ReadSnapshotResponse(
+            snapshot_bson=snap.snapshot_bson, version=snap.version,
+            vector_clock=pb.VectorClock(counters=snap.clock), state=snap.state,
+        )  # fmt: skip
 
     # -- change streams --------------------------------------------------------------------------
 

@@ -1,0 +1,153 @@
+"""The document operations every transport calls: write a diff, read a snapshot, list documents,
+read a document's history.
+
+The gRPC handlers (:mod:`.service`) and the REST routes (:mod:`.http.rest`) each convert their
+request, call one of these, and convert the result: the checks (node id, grants, rate limits,
+actor, request id) and the domain calls live here once, so a rule cannot differ between
+transports. Nothing here knows a wire format; errors are the domain exceptions of
+:mod:`.errors`, which each transport maps through the one table.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from virtualdom.engine import Replica
+from virtualdom.engine.diff import Path
+
+from .auth import caller
+from .config import GatewayConfig
+from .documents import Documents, Write, WriteResult
+from .errors import BadRequest, Compacted
+from .store import Store, StoredChange
+
+__all__ = ["Operations", "Snapshot", "WriteCall"]
+
+#: The longest request id a write may carry (it is stored with the change).
+MAX_REQUEST_ID = 128
+
+
+@dataclass(slots=True)
+class WriteCall:
+    """A write as any transport received it (already decoded from its wire format)."""
+
+    node_id: bytes
+    diff_bson: bytes
+    actor: str = ""
+    request_id: str = ""
+    metadata: dict[str, str] = field(default_factory=dict)
+    context: Mapping[str, int] | None = None
+    expected_version: int | None = None
+
+
+@dataclass(slots=True)
+class Snapshot:
+    """A document (or the value at a path) at a version."""
+
+    snapshot_bson: bytes
+    version: int
+    clock: dict[str, int]
+    #: The CRDT state (only when asked for, and only for the latest version).
+    state: bytes = b""
+
+
+class Operations:
+    """The unary document operations, shared by every transport."""
+
+    def __init__(self, config: GatewayConfig, store: Store, documents: Documents):
+        self.config = config
+        self.store = store
+        self.documents = documents
+
+    def node_id(self, raw: bytes, what: str = "node_id") -> bytes:
+        """``raw`` as a node id: non-empty, UTF-8, at most ``max_node_id_bytes``."""
+        if not raw:
+            raise BadRequest(f"{what} is empty")
+        if len(raw) > self.config.max_node_id_bytes:
+            raise BadRequest(
+                f"{what} is {len(raw)} bytes, over the limit of {self.config.max_node_id_bytes}"
+            )
+        try:
+            raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise BadRequest(f"{what} must be UTF-8") from None
+        return bytes(raw)
+
+    async def write(self, call: WriteCall) -> WriteResult:
+        """Apply a diff; returns once it is durable."""
+        node_id = self.node_id(call.node_id)
+        if not call.diff_bson:
+            raise BadRequest("diff_bson is empty")
+        who = caller()  # the token's subject is the actor; grants and rate limits apply
+        actor = who.actor_for(call.actor)
+        who.require_write(node_id, len(call.diff_bson))
+        request_id = call.request_id or call.metadata.get("request_id", "")
+        if len(request_id) > MAX_REQUEST_ID:
+            raise BadRequest(f"request_id is longer than {MAX_REQUEST_ID} characters")
+        write = Write(
+            diff=call.diff_bson,
+            context=call.context,
+            actor=actor,
+            metadata=call.metadata,
+            request_id=request_id,
+            expected_version=call.expected_version,
+        )
+        host = await self.documents.host(node_id, create=True)
+        result: WriteResult = await host.submit(write)
+        return result
+
+    async def read(
+        self,
+        node_id: bytes,
+        version: int | None = None,
+        path: Path | None = None,
+        include_state: bool = False,
+    ) -> Snapshot:
+        """A document's snapshot (NotFound if it does not exist), at ``version`` (default the
+        latest), or only the value at ``path`` (as ``{"value": ...}``)."""
+        node_id = self.node_id(node_id)
+        caller().require_read(node_id)  # any version: a past one is as secret as the latest
+        host = await self.documents.host(node_id, create=False)
+
+        def read(r: Replica) -> Snapshot:
+            v = r.version if version is None else version
+            snap = r.snapshot(version=version, path=path)
+            clock = r.clock() if v == r.version else r.clock_at(v)
+            state = r.encode_state() if include_state and v == r.version else b""
+            return Snapshot(snap, v, dict(clock), state)
+
+        return await host.read(read)
+
+    async def node_ids(self, prefix: bytes, limit: int) -> list[bytes]:
+        """The ids of the stored documents under ``prefix`` that the caller may read, in
+        byte order, at most ``limit`` of them."""
+        if len(prefix) > self.config.max_node_id_bytes:
+            raise BadRequest("prefix is longer than max_node_id_bytes")
+        visible = caller().read_filter(prefix)
+        out: list[bytes] = []
+        for node in await self.store.node_ids(prefix):
+            if visible is None or visible(node):
+                out.append(node)
+                if len(out) >= limit:
+                    break
+        return out
+
+    async def history(self, node_id: bytes, after_version: int, limit: int) -> list[StoredChange]:
+        """The stored changes of a document after ``after_version``, oldest first, at most
+        ``limit`` (Compacted when some of them were compacted away)."""
+        node_id = self.node_id(node_id)
+        caller().require_read(node_id)
+        host = await self.documents.host(node_id, create=False)
+        oldest = await self.store.oldest_version(node_id)
+        if after_version < oldest:
+            raise Compacted(
+                f"versions up to {oldest} of this document were compacted; read from"
+                f" version {oldest}",
+                oldest,
+            )
+        current = await host.read(lambda r: r.version)
+        if after_version > current:
+            raise BadRequest(f"from_version {after_version} is beyond the latest {current}")
+        changes: list[StoredChange] = await self.store.changes_of(node_id, after_version, limit)
+        return changes

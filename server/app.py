@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 from google.protobuf.message import DecodeError
@@ -35,6 +35,10 @@ from .service import MemoryGateway
 from .sessions import SessionService
 from .store import SqliteStore
 from .tls import bind
+
+if TYPE_CHECKING:
+    from .httpserver import HttpServer
+    from .web import WebSockets
 
 log = logging.getLogger("virtualdom.gateway")
 SERVICE = "virtualdom.v1.MemoryGateway"
@@ -105,6 +109,10 @@ class Gateway:
         #: Access log, metrics, tracing; health and reflection services.
         self.observability = Observability(config)
         self.health: Health | None = None
+        #: The HTTP port (WebSocket endpoints), when ``http_address`` is set.
+        self.web: WebSockets | None = None
+        self.http: HttpServer | None = None
+        self.http_port = 0
 
     async def start(self) -> int:
         """Open the store, bind the address, start serving. Returns the bound port."""
@@ -141,12 +149,34 @@ class Gateway:
         if self.port == 0:
             raise OSError(f"could not bind {cfg.address}")
         await self.server.start()
+        if cfg.http_address:
+            await self._start_http(cfg.http_address)
         await self.health.serving()
         host = cfg.address.rsplit(":", 1)[0]
         loop_kind = type(asyncio.get_running_loop()).__module__.split(".")[0]
         log.info("listening on %s:%d (%s), storing in %s, event loop %s", host, self.port,
                  self.security.summary, self.store.path, loop_kind)  # fmt: skip
         return self.port
+
+    async def _start_http(self, address: str) -> None:
+        """The HTTP port in this process and loop, on the same documents, store and feed."""
+        from .httpserver import HttpServer
+        from .web import WebSockets, build_app
+
+        assert self.documents is not None and self.service is not None
+        self.web = WebSockets(
+            self.config, self.security, self.documents, self.feed, self.service
+        )
+        self.http = HttpServer(
+            build_app(self.web), address, max_message_bytes=self.config.ws_max_message_bytes,
+            tls=self.security.tls,
+        )  # fmt: skip
+        self.http_port = await self.http.start()
+        host = address.rsplit(":", 1)[0]
+        scheme = "wss" if self.security.tls is not None else "ws"
+        log.info("http listening on %s:%d (y-websocket %s://%s:%d/yjs/<node_id>, hocuspocus"
+                 " %s://%s:%d/hocuspocus)", host, self.http_port, scheme, host, self.http_port,
+                 scheme, host, self.http_port)  # fmt: skip
 
     async def stop(self, grace: float = 10.0) -> None:
         """Stop accepting calls, end streams with a resumable status, finish in-flight writes,
@@ -159,6 +189,12 @@ class Gateway:
             self.service.close_streams()
         if self.sessions is not None:
             self.sessions.shutdown.set()
+        if self.web is not None:  # WebSockets end with 1012 once their queued writes are durable
+            await self.web.shutdown()
+        if self.http is not None:
+            await self.http.stop()
+        if self.web is not None:
+            self.web.close()
         if self.server is not None:
             await self.server.stop(grace)
         if self.documents is not None:

@@ -88,7 +88,8 @@ CHOICES: dict[str, tuple[str, ...]] = {
 POSITIVE = frozenset(
     {"max_message_bytes", "max_node_id_bytes", "heartbeat_ms", "snapshot_every",
      "feed_capacity", "batch_events", "retain_in_memory", "limits.max_document_bytes",
-     "limits.max_diff_bytes", "limits.max_depth", "limits.max_string_chars", "limits.max_ops"}
+     "limits.max_diff_bytes", "limits.max_depth", "limits.max_string_chars", "limits.max_ops",
+     "ws_max_message_bytes"}
 )  # fmt: skip
 
 

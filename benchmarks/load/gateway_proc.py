@@ -17,7 +17,7 @@ from virtualdom.server.observability import configure_logging
 
 
 async def main(args: argparse.Namespace) -> None:
-    config = GatewayConfig(address="127.0.0.1:0", data_dir=args.data_dir,
+    config = GatewayConfig(address="127.0.0.1:0", data_dir=args.data_dir, http_address="",
                            access_log=not args.no_access_log, event_loop=args.loop)  # fmt: skip
     # As `virtualdom serve` does: INFO level, so the access log is written (to stderr, which
     # the harness sends to a file).

@@ -8,6 +8,7 @@ server picks status codes for domain errors.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import grpc
@@ -158,6 +159,17 @@ def status_of(exc: BaseException) -> tuple[grpc.StatusCode, str, pb.ErrorDetail]
                 detail.actual = exc.actual
             return code, str(exc), detail
     return None
+
+
+def code_of(exc: BaseException | None) -> grpc.StatusCode:
+    """The status code an HTTP call's access-log line and metrics record: OK without an
+    error, CANCELLED when the client went away, INTERNAL for an unexpected exception."""
+    if exc is None:
+        return grpc.StatusCode.OK
+    if isinstance(exc, asyncio.CancelledError):
+        return grpc.StatusCode.CANCELLED
+    mapped = status_of(exc)
+    return grpc.StatusCode.INTERNAL if mapped is None else mapped[0]
 
 
 def http_error(exc: BaseException) -> tuple[int, dict[str, Any]]:

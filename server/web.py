@@ -3,7 +3,9 @@
 Routes:
 
 * ``/yjs/<node_id>`` — y-websocket (server/yws.py);
-* ``/hocuspocus`` (any path under it too) — the Hocuspocus protocol (server/hocuspocus.py).
+* ``/hocuspocus`` (any path under it too) — the Hocuspocus protocol (server/hocuspocus.py);
+* ``/v1/docs...``, ``/openapi.json``, ``/`` — REST, its OpenAPI document and the editor page
+  (server/http/, passed in by the gateway).
 
 Both use the gateway's own documents, store, change feed, security (tokens, grants, rate
 limits, connection caps) and rooms (server/core/room.py), so a WebSocket member, a gRPC session
@@ -18,7 +20,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 from starlette.applications import Starlette
-from starlette.routing import WebSocketRoute
+from starlette.routing import BaseRoute, WebSocketRoute
 from starlette.websockets import WebSocket
 
 from .auth import Caller
@@ -112,7 +114,9 @@ class WebSockets:
         self.rooms.close()
 
 
-def build_app(service: WebSockets) -> Starlette:
+def build_app(service: WebSockets, routes: Sequence[BaseRoute] = ()) -> Starlette:
+    """The WebSocket endpoints, then ``routes`` (REST, OpenAPI, the editor page:
+    server/http/routes.py)."""
     from .hocuspocus import hocuspocus_endpoint
     from .yws import yjs_endpoint
 
@@ -127,5 +131,6 @@ def build_app(service: WebSockets) -> Starlette:
             WebSocketRoute("/yjs/{node_id:path}", yjs),
             WebSocketRoute("/hocuspocus", hocuspocus),
             WebSocketRoute("/hocuspocus/{rest:path}", hocuspocus),
+            *routes,
         ]
     )

@@ -14,7 +14,6 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-import grpc
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -22,7 +21,7 @@ from virtualdom.engine import LimitExceeded
 
 from .. import context as callctx
 from ..auth import current_caller
-from ..errors import Unavailable, http_error, status_of
+from ..errors import Unavailable, code_of, http_error
 from ..observability import CallInfo
 
 if TYPE_CHECKING:
@@ -101,9 +100,9 @@ class HttpCalls:
                 current_caller().set(who)
                 call.principal = who.subject or ""
                 response = await fn(request, call)
-                call.code = grpc.StatusCode.OK
-            except asyncio.CancelledError:
-                call.code = grpc.StatusCode.CANCELLED
+                call.code = code_of(None)
+            except asyncio.CancelledError as exc:
+                call.code = code_of(exc)
                 self._record(call)
                 raise
             except Exception as exc:
@@ -116,12 +115,9 @@ class HttpCalls:
 
     def _error(self, exc: Exception, call: CallInfo) -> Response:
         status, body = http_error(exc)
-        mapped = status_of(exc)
-        if mapped is None:
+        call.code = code_of(exc)
+        if status == 500:
             log.error("internal error in %s", call.method, exc_info=exc)
-            call.code = grpc.StatusCode.INTERNAL
-        else:
-            call.code = mapped[0]
         headers: dict[str, str] = {}
         if status == 401:
             headers["WWW-Authenticate"] = 'Bearer realm="virtualdom"'

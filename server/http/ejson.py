@@ -1,9 +1,10 @@
 """BSON ⇄ relaxed Extended JSON for the HTTP routes (pymongo's ``bson.json_util``).
 
-Relaxed mode is what people and programs expect from JSON (``5``, ``"text"``, ``true``), while
-every BSON type still has a form: int64 beyond JavaScript's safe range, dates, ObjectIds,
-binaries are ``{"$numberLong": ...}``, ``{"$date": ...}``, ... Input accepts relaxed and
-canonical alike. Field order is kept both ways (it is part of a BSON document).
+Relaxed mode is what people and programs expect from JSON (``5``, ``"text"``, ``true``; an int64
+is a plain number too, exact in Python, rounded past 2**53 by JavaScript's JSON.parse), while the
+other BSON types keep a typed form: ``{"$oid": ...}``, ``{"$date": ...}``, ``{"$binary": ...}``.
+Input accepts relaxed and canonical alike (``{"$numberLong": "5"}`` writes an int64). Field order
+is kept both ways (it is part of a BSON document).
 """
 
 from __future__ import annotations

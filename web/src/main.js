@@ -1,0 +1,183 @@
+// The editor page: one text field of a gateway document in CodeMirror 6, bound to the
+// document's Y.Text by y-codemirror.next over the gateway's y-websocket endpoint
+// (ws://HOST:HTTP_PORT/yjs/<node_id>), with remote cursors and names, the members present, and
+// the document's version and change feed (REST: /v1/docs/<id>/history) beside it.
+//
+// URL parameters (query or #hash): node, field, name open a document at once; token is a JWT
+// sent as "Authorization: Bearer" to REST and as y-websocket's ?token= parameter.
+
+import * as Y from 'yjs'
+import { WebsocketProvider } from 'y-websocket'
+import { EditorView, basicSetup } from 'codemirror'
+import { yCollab } from 'y-codemirror.next'
+
+const $ = (id) => document.getElementById(id)
+const params = new URLSearchParams(location.search)
+for (const [k, v] of new URLSearchParams(location.hash.slice(1))) params.set(k, v)
+const token = params.get('token') || ''
+
+// Member colours: y-codemirror.next draws a remote caret in `color`, its selection in
+// `colorLight`.
+const COLORS = ['#d1495b', '#2e86ab', '#3b8b3a', '#8e44ad', '#e67e22', '#16a085', '#c0392b']
+const pick = (s) => [...s].reduce((h, c) => (h * 31 + c.charCodeAt(0)) >>> 0, 7) % COLORS.length
+
+function status (text, state = 'idle') {
+  const el = $('status')
+  el.textContent = text
+  el.dataset.state = state
+}
+
+/** A REST call; throws the gateway's {code, message, reason} error as an Error. */
+async function api (method, path, body, headers = {}) {
+  const h = { ...headers }
+  if (token) h.Authorization = `Bearer ${token}`
+  if (body !== undefined) h['Content-Type'] = 'application/json'
+  const r = await fetch(path, { method, headers: h, body: body === undefined ? undefined : JSON.stringify(body) })
+  const data = r.status === 304 ? null : await r.json()
+  if (!r.ok && r.status !== 304) {
+    const err = new Error(`${data.message} (${data.reason})`)
+    err.status = r.status
+    err.reason = data.reason
+    throw err
+  }
+  return data
+}
+
+const docUrl = (nodeId) => `/v1/docs/${encodeURIComponent(nodeId)}`
+
+async function listDocuments () {
+  try {
+    const { node_ids: ids } = await api('GET', '/v1/docs?limit=200')
+    $('nodes').replaceChildren(...ids.map((id) => Object.assign(document.createElement('option'), { value: id })))
+  } catch (e) {
+    // Listing is a convenience: a token without list rights still opens named documents.
+  }
+}
+
+/** The document exists and its field is a string (created empty when missing). */
+async function ensureField (nodeId, field) {
+  let doc
+  try {
+    doc = (await api('GET', docUrl(nodeId))).document
+  } catch (e) {
+    if (e.status !== 404) throw e
+    doc = null
+  }
+  if (doc === null || !(field in doc)) {
+    await api('POST', docUrl(nodeId), { ops: [{ op: 'set', path: [field], value: '' }] })
+  } else if (typeof doc[field] !== 'string') {
+    throw new Error(`the field ${JSON.stringify(field)} holds a ${typeof doc[field]}, not text`)
+  }
+}
+
+let session = null
+
+function close () {
+  if (!session) return
+  session.view.destroy()
+  session.provider.destroy()
+  session.ydoc.destroy()
+  clearTimeout(session.feedTimer)
+  session = null
+}
+
+/** The change feed: the versions committed since the last one shown, read whenever the
+ * document changes (every committed change reaches the page as a Y update first). */
+async function refreshFeed (s) {
+  if (s.feedBusy) { s.feedAgain = true; return }
+  s.feedBusy = true
+  try {
+    do {
+      s.feedAgain = false
+      const page = await api('GET', `${docUrl(s.nodeId)}/history?from_version=${s.version}&limit=200`)
+      for (const c of page.changes) {
+        s.version = c.version
+        const ops = c.diff && c.diff.ops ? c.diff.ops.map((o) => `${o.op} ${[].concat(o.path || []).join('.')}`).join(', ') : 'update'
+        const li = document.createElement('li')
+        li.innerHTML = '<span class="v"></span> <span class="a"></span> <span class="o"></span>'
+        li.querySelector('.v').textContent = `v${c.version}`
+        li.querySelector('.a').textContent = c.actor
+        li.querySelector('.o').textContent = ops
+        li.title = c.time
+        $('changes').prepend(li)
+      }
+      while ($('changes').children.length > 200) $('changes').lastChild.remove()
+      $('version').textContent = String(s.version)
+      if (page.next_from_version !== null) s.feedAgain = true
+    } while (s.feedAgain && session === s)
+  } catch (e) {
+    status(`change feed: ${e.message}`, 'error')
+  } finally {
+    s.feedBusy = false
+  }
+}
+
+function showMembers (awareness) {
+  const items = []
+  for (const [clientId, state] of awareness.getStates()) {
+    if (!state.user) continue
+    const li = document.createElement('li')
+    const dot = Object.assign(document.createElement('span'), { className: 'dot' })
+    dot.style.background = state.user.color
+    li.append(dot, document.createTextNode(state.user.name + (clientId === awareness.clientID ? ' (you)' : '')))
+    li.dataset.name = state.user.name
+    items.push(li)
+  }
+  $('members').replaceChildren(...items)
+}
+
+async function open (nodeId, field, name) {
+  close()
+  status(`opening ${nodeId}…`)
+  $('doc-id').textContent = nodeId
+  $('changes').replaceChildren()
+  $('version').textContent = '–'
+  await ensureField(nodeId, field)
+  const ydoc = new Y.Doc()
+  const scheme = location.protocol === 'https:' ? 'wss' : 'ws'
+  const provider = new WebsocketProvider(`${scheme}://${location.host}/yjs`, encodeURIComponent(nodeId), ydoc, {
+    params: token ? { token } : {}
+  })
+  const color = COLORS[pick(name)]
+  provider.awareness.setLocalStateField('user', { name, color, colorLight: color + '33' })
+  const s = { nodeId, field, ydoc, provider, view: null, version: 0, feedBusy: false, feedAgain: false, feedTimer: 0 }
+  session = s
+  provider.on('status', ({ status: st }) => {
+    if (session === s && st !== 'connected') status(`${st}…`)
+  })
+  provider.on('connection-close', (ev) => {
+    if (session === s && ev && ev.code >= 4000) status(`refused: ${ev.reason || ev.code}`, 'error')
+  })
+  provider.awareness.on('change', () => session === s && showMembers(provider.awareness))
+  await new Promise((resolve) => provider.once('sync', resolve))
+  if (session !== s) return
+  const ytext = ydoc.getMap('doc').get(field)
+  if (!(ytext instanceof Y.Text)) throw new Error(`the field ${JSON.stringify(field)} is not text`)
+  const undoManager = new Y.UndoManager(ytext)
+  s.view = new EditorView({
+    doc: ytext.toString(),
+    extensions: [basicSetup, EditorView.lineWrapping, yCollab(ytext, provider.awareness, { undoManager })],
+    parent: $('editor')
+  })
+  ydoc.on('update', () => {
+    clearTimeout(s.feedTimer)
+    s.feedTimer = setTimeout(() => refreshFeed(s), 150)
+  })
+  showMembers(provider.awareness)
+  await refreshFeed(s)
+  status(`editing ${field} of ${nodeId}`, 'synced')
+  history.replaceState(null, '', `#${new URLSearchParams({ node: nodeId, field, name })}`)
+  // For tests and the console: the bound text and the provider.
+  window.vdomEditor = { ydoc, ytext, provider, view: s.view, text: () => ytext.toString(), version: () => s.version }
+}
+
+$('name').value = params.get('name') || `guest-${Math.random().toString(36).slice(2, 6)}`
+$('field').value = params.get('field') || 'text'
+$('node').value = params.get('node') || ''
+$('open').addEventListener('submit', (ev) => {
+  ev.preventDefault()
+  open($('node').value.trim(), $('field').value.trim(), $('name').value.trim())
+    .catch((e) => status(e.message, 'error'))
+})
+listDocuments()
+if (params.get('node')) $('open').requestSubmit()

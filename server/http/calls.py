@@ -36,8 +36,9 @@ Endpoint = Callable[[Request, CallInfo], Awaitable[Response]]
 
 
 def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    # The trailing newline: curl's output of one call ends its line.
     return Response(
-        json.dumps(body, ensure_ascii=False, separators=(",", ":")),
+        json.dumps(body, ensure_ascii=False, separators=(",", ":")) + "\n",
         status_code=status,
         media_type="application/json",
         headers=headers,

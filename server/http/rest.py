@@ -185,7 +185,7 @@ class RestApi:
         clock = json.dumps(snap.clock, ensure_ascii=False, separators=(",", ":"))
         body = (
             f'{{"node_id":{_node_json(node_id)},"version":{snap.version},"clock":{clock},'
-            f'"document":{document_json(snap.snapshot_bson)}}}'
+            f'"document":{document_json(snap.snapshot_bson)}}}\n'
         )
         return Response(body, media_type="application/json", headers=headers)
 

@@ -2,14 +2,17 @@
 # The one test command: creates .venv (if missing), installs virtualdom with its test extras,
 # the Node packages (buf for proto lint, yjs for interop tests, the editor page's build and
 # playwright-core in web/), Debian's chromium (browser tests), and grpcurl and
-# grpc-health-probe (Go) for the quick-start and operations tests, then runs ruff, mypy --strict
-# and pytest. Extra arguments go to pytest.
+# grpc-health-probe (Go) for the quick-start and operations tests, then runs ruff, mypy --strict,
+# gofmt/go vet/staticcheck of the Go client, pytest (extra arguments go to it) and the Go tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
-.venv/bin/python -m pip install -q -e '.[test,otel,bench]'
+# strict: the editable install is a link tree under build/ that mypy can read (it cannot run the
+# import hook of a lenient one; pyproject.toml [tool.setuptools]). A module added later needs this
+# line again.
+.venv/bin/python -m pip install -q -e '.[test,otel,bench]' --config-settings editable_mode=strict
 for dir in proto tests/js web; do
   if [ -f "$dir/package-lock.json" ]; then
     (cd "$dir" && npm ci --silent --no-audit --no-fund)
@@ -33,10 +36,19 @@ fi
 if [ ! -x .tools/ghz ] && command -v go >/dev/null 2>&1; then
   GOBIN="$PWD/.tools" go install github.com/bojand/ghz/cmd/ghz@v0.121.0
 fi
+# The Go client (clients/go, its own module; go.sum pins its modules): staticcheck for its lint.
+# protoc-gen-go/-go-grpc for the generated code are installed by scripts/gen_proto.py.
+if [ ! -x .tools/staticcheck ] && command -v go >/dev/null 2>&1; then
+  GOBIN="$PWD/.tools" go install honnef.co/go/tools/cmd/staticcheck@v0.8.2
+fi
 export PATH="$PWD/.tools:$PATH"
 .venv/bin/ruff check .
 .venv/bin/mypy -p virtualdom.engine -p virtualdom.server -p virtualdom.client
+(cd clients/go && unformatted=$(gofmt -l .) && [ -z "$unformatted" ] || { echo "gofmt: $unformatted"; exit 1; })
+(cd clients/go && go vet ./... && staticcheck ./...)
 .venv/bin/python -m pytest "$@"
+# The Go client's tests start real gateways from .venv/bin/virtualdom.
+(cd clients/go && go test -count=1 ./...)
 # The whole benchmark suite (engine + gateway load harness) in quick mode, only to prove it runs
 # (no pass/fail on speed; BENCHMARKS.md is left alone).
 .venv/bin/python benchmarks/run.py --quick --no-write -- -p no:cacheprovider

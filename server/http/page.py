@@ -28,5 +28,11 @@ async def _index(request: Request) -> Response:
 def page_routes() -> list[BaseRoute]:
     return [
         Route("/", _index, methods=["GET", "HEAD"]),
-        Mount("/assets", StaticFiles(directory=STATIC / "assets", check_dir=False), name="assets"),
+        # follow_symlink: an editable install (editable_mode=strict) links each file from a
+        # tree under build/ to the repository; the directory holds only the built assets.
+        Mount(
+            "/assets",
+            StaticFiles(directory=STATIC / "assets", check_dir=False, follow_symlink=True),
+            name="assets",
+        ),
     ]

@@ -167,7 +167,7 @@ class Gateway:
 
     async def _start_http(self, address: str) -> None:
         """The HTTP port in this process and loop, on the same documents, store and feed."""
-        from .http.routes import http_routes
+        from .http.routes import http_middleware, http_routes
         from .httpserver import HttpServer
         from .web import WebSockets, build_app
 
@@ -176,7 +176,7 @@ class Gateway:
             self.config, self.security, self.documents, self.feed, self.service
         )
         self.http = HttpServer(
-            build_app(self.web, http_routes(self)), address,
+            build_app(self.web, http_routes(self), http_middleware(self.config)), address,
             max_message_bytes=self.config.ws_max_message_bytes,
             tls=self.security.tls,
         )  # fmt: skip

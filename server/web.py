@@ -20,6 +20,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.routing import BaseRoute, WebSocketRoute
 from starlette.websockets import WebSocket
 
@@ -114,9 +115,11 @@ class WebSockets:
         self.rooms.close()
 
 
-def build_app(service: WebSockets, routes: Sequence[BaseRoute] = ()) -> Starlette:
-    """The WebSocket endpoints, then ``routes`` (REST, OpenAPI, the editor page:
-    server/http/routes.py)."""
+def build_app(
+    service: WebSockets, routes: Sequence[BaseRoute] = (), middleware: Sequence[Middleware] = ()
+) -> Starlette:
+    """The WebSocket endpoints, then ``routes`` (REST, Connect, OpenAPI, the editor page:
+    server/http/routes.py) behind ``middleware`` (CORS)."""
     from .hocuspocus import hocuspocus_endpoint
     from .yws import yjs_endpoint
 
@@ -132,5 +135,6 @@ def build_app(service: WebSockets, routes: Sequence[BaseRoute] = ()) -> Starlett
             WebSocketRoute("/hocuspocus", hocuspocus),
             WebSocketRoute("/hocuspocus/{rest:path}", hocuspocus),
             *routes,
-        ]
+        ],
+        middleware=list(middleware),
     )

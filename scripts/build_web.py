@@ -20,11 +20,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 WEB = ROOT / "web"
 STATIC = ROOT / "server" / "http" / "static"
+#: The generated protobuf code the page imports (shared with the TypeScript client).
+GEN = "../clients/ts/src/gen/virtualdom/v1/gateway_pb.js"
 
 
 def sources() -> list[str]:
     """The files the build depends on (web/build.mjs lists the same ones)."""
-    files = ["build.mjs", "package.json", "package-lock.json"]
+    files = ["build.mjs", "package.json", "package-lock.json", GEN]
     files += [f"src/{p.name}" for p in (WEB / "src").iterdir() if p.is_file()]
     return sorted(files)
 

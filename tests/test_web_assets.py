@@ -33,6 +33,8 @@ def test_staleness_is_noticed(tmp_path: pathlib.Path, monkeypatch: pytest.Monkey
     bw = _build_web()
     web = tmp_path / "web"
     shutil.copytree(ROOT / "web", web, ignore=shutil.ignore_patterns("node_modules"))
+    gen = ROOT / "clients" / "ts" / "src" / "gen"
+    shutil.copytree(gen, tmp_path / "clients" / "ts" / "src" / "gen")
     monkeypatch.setattr(bw, "WEB", web)
     assert bw.stale() == []
     (web / "src" / "main.js").write_text((web / "src" / "main.js").read_text() + "\n// x\n")

@@ -18,8 +18,10 @@ const out = process.argv[2] || join(here, '..', 'server', 'http', 'static')
 const sha = (buf) => createHash('sha256').update(buf).digest('hex')
 
 // The sources: the same list and digest as scripts/build_web.py's source_digest().
+// The generated protobuf code of the gateway's API, shared with the TypeScript client.
+const GEN = '../clients/ts/src/gen/virtualdom/v1/gateway_pb.js'
 function sources () {
-  const files = ['build.mjs', 'package.json', 'package-lock.json']
+  const files = ['build.mjs', 'package.json', 'package-lock.json', GEN]
   for (const f of readdirSync(join(here, 'src')).sort()) files.push(`src/${f}`)
   return files.sort()
 }
@@ -42,6 +44,15 @@ await build({
   target: 'es2020',
   minify: true,
   legalComments: 'eof', // the bundled libraries' licence notices stay in the file
+  // The generated code (outside web/) imports @bufbuild/protobuf: always web/'s copy, so the
+  // bundle holds one runtime whatever else is installed beside the generated files.
+  plugins: [{
+    name: 'one-protobuf-runtime',
+    setup (b) {
+      b.onResolve({ filter: /^@bufbuild\/protobuf(\/|$)/ }, (args) =>
+        (args.resolveDir === here || args.resolveDir.startsWith(here + '/')) ? undefined : b.resolve(args.path, { kind: args.kind, resolveDir: here }))
+    }
+  }],
   outfile: join(out, 'assets', 'editor.js'),
   logLevel: 'warning'
 })

@@ -1,6 +1,7 @@
 """The editor page in a real browser (Debian's chromium, driven by playwright-core from
 web/e2e/two_pages.mjs): two pages type into one document at the same moment and converge, each
-shows the other's caret and name; the Python client and REST then read the same text."""
+shows the other's caret and name; Connect-Web and gRPC-Web calls from the page read and write;
+the Python client and REST then read the same text."""
 
 from __future__ import annotations
 
@@ -60,14 +61,15 @@ async def test_two_pages_edit_together(tmp_path: Any) -> None:
         # A Python client (gRPC) reads exactly what the pages typed ...
         async with GatewayClient(f"127.0.0.1:{gw.port}") as client:
             snap = await client.read(node)
-        assert snap.document == {"text": text}
-        assert result["version"] <= snap.version
+        # The text the pages typed, and the two fields the page set over gRPC-Web and Connect.
+        assert snap.document == {"text": text, "by": "grpc-web", "also": "connect"}
+        assert result["version"] == result["rpc_version"] == snap.version
         # ... and so does REST, in JSON and as the stored BSON.
         async with httpx.AsyncClient(base_url=url) as http:
             doc = (await http.get(f"/v1/docs/{node}")).json()
             raw = (await http.get(f"/v1/docs/{node}", params={"format": "bson"})).content
-        assert doc["document"] == {"text": text} and doc["version"] == snap.version
-        assert bson.decode(raw) == {"text": text}
+        assert doc["document"] == snap.document and doc["version"] == snap.version
+        assert bson.decode(raw) == snap.document
         assert shot.stat().st_size > 10_000
         if os.environ.get("VIRTUALDOM_UPDATE_SCREENSHOT"):
             shutil.copyfile(shot, ROOT / "docs" / "editor.png")

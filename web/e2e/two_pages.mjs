@@ -22,7 +22,7 @@ const browser = await chromium.launch({
 const fail = (msg) => { throw new Error(msg) }
 try {
   const open = async (name) => {
-    const context = await browser.newContext({ viewport: { width: 900, height: 560 } })
+    const context = await browser.newContext({ viewport: { width: 900, height: 640 } })
     const page = await context.newPage()
     page.on('pageerror', (e) => process.stderr.write(`[${name}] page error: ${e.message}\n`))
     page.on('console', (m) => m.type() === 'error' && process.stderr.write(`[${name}] ${m.text()}\n`))
@@ -53,17 +53,38 @@ try {
     await page.waitForSelector(`.cm-ySelectionInfo:text-is("${other}")`, { timeout: STEP })
     await page.waitForSelector(`#members li[data-name="${other}"]`, { timeout: STEP })
   }
-  // The version beside the editor catches up with the edits (the change feed).
+  // Connect-Web and gRPC-Web calls from the page read what was typed ...
+  for (const protocol of ['connect', 'grpc-web']) {
+    const snap = await alice.evaluate((p) => window.vdomEditor.read(p), protocol)
+    if (snap.document.text !== ta) fail(`${protocol} read ${JSON.stringify(snap)}, the pages hold ${JSON.stringify(ta)}`)
+  }
+  // ... and write: a field set over each protocol, read back by the other.
+  const w1 = await bob.evaluate(() => window.vdomEditor.write('grpc-web', [{ op: 'set', path: 'by', value: 'grpc-web' }]))
+  const w2 = await bob.evaluate(() => window.vdomEditor.write('connect', [{ op: 'set', path: 'also', value: 'connect' }]))
+  if (!(w2.version === w1.version + 1)) fail(`versions ${JSON.stringify([w1, w2])}`)
+  const after = await alice.evaluate(() => window.vdomEditor.read('grpc-web'))
+  if (after.document.by !== 'grpc-web' || after.document.also !== 'connect' || after.version !== w2.version) {
+    fail(`read after the RPC writes: ${JSON.stringify(after)}`)
+  }
+  // The live change feed (Connect server streaming) shows every version up to the last write.
+  await Promise.all([alice, bob].map((p) =>
+    p.waitForFunction((v) => window.vdomEditor.version() === v && Number(document.getElementById('version').textContent) === v,
+      w2.version, { timeout: STEP }).catch(async (e) => {
+      const seen = await p.evaluate(() => [window.vdomEditor.version(), document.getElementById('feed').textContent])
+      fail(`the change feed shows ${JSON.stringify(seen)}, not version ${w2.version}: ${e.message}`)
+    })))
   const version = async (p) => Number(await p.textContent('#version'))
-  await alice.waitForFunction(() => window.vdomEditor.version() > 1, null, { timeout: STEP })
+  await alice.click('#read-snapshot')
+  await alice.waitForFunction(() => document.getElementById('snapshot').textContent.includes('grpc-web'), null, { timeout: STEP })
+  await Promise.all([alice, bob].map((p) => p.evaluate(() => window.scrollTo(0, 0))))
   // The screenshot: both pages side by side, composed in a third page (no image library).
   const [ia, ib] = await Promise.all([alice, bob].map((p) => p.screenshot({ type: 'png' })))
-  const frame = await (await browser.newContext({ viewport: { width: 1816, height: 584 } })).newPage()
+  const frame = await (await browser.newContext({ viewport: { width: 1816, height: 664 } })).newPage()
   const img = (buf) => `<img style="width:900px;border:1px solid #999" src="data:image/png;base64,${buf.toString('base64')}">`
   await frame.setContent(`<body style="margin:0;padding:8px;display:flex;gap:8px;background:#ccd">${img(ia)}${img(ib)}</body>`)
   await frame.waitForFunction(() => [...document.images].every((i) => i.complete))
   await frame.screenshot({ path: shot })
-  process.stdout.write(JSON.stringify({ text: ta, version: await version(alice) }) + '\n')
+  process.stdout.write(JSON.stringify({ text: ta, version: await version(alice), rpc_version: w2.version }) + '\n')
 } finally {
   await browser.close()
 }

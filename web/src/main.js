@@ -1,15 +1,24 @@
 // The editor page: one text field of a gateway document in CodeMirror 6, bound to the
 // document's Y.Text by y-codemirror.next over the gateway's y-websocket endpoint
 // (ws://HOST:HTTP_PORT/yjs/<node_id>), with remote cursors and names, the members present, and
-// the document's version and change feed (REST: /v1/docs/<id>/history) beside it.
+// the document's version and live change feed beside it.
+//
+// Each of the gateway's browser transports is used for what it suits: REST to list documents
+// and look one up, Connect (@connectrpc/connect-web) to create the field (WriteDiff) and for the
+// change feed (SubscribeChanges, server streaming, resumed from its last token after a drop),
+// gRPC-Web for the snapshot panel (ReadSnapshot).
 //
 // URL parameters (query or #hash): node, field, name open a document at once; token is a JWT
-// sent as "Authorization: Bearer" to REST and as y-websocket's ?token= parameter.
+// sent as "Authorization: Bearer" to REST, Connect and gRPC-Web, and as y-websocket's ?token=.
 
 import * as Y from 'yjs'
 import { WebsocketProvider } from 'y-websocket'
 import { EditorView, basicSetup } from 'codemirror'
 import { yCollab } from 'y-codemirror.next'
+import { createClient } from '@connectrpc/connect'
+import { createConnectTransport, createGrpcWebTransport } from '@connectrpc/connect-web'
+import { BSON, EJSON } from 'bson'
+import { MemoryGateway } from '../../clients/ts/src/gen/virtualdom/v1/gateway_pb.js'
 
 const $ = (id) => document.getElementById(id)
 const params = new URLSearchParams(location.search)
@@ -44,6 +53,27 @@ async function api (method, path, body, headers = {}) {
 }
 
 const docUrl = (nodeId) => `/v1/docs/${encodeURIComponent(nodeId)}`
+const utf8 = new TextEncoder()
+const auth = (next) => async (req) => {
+  if (token) req.header.set('Authorization', `Bearer ${token}`)
+  return next(req)
+}
+// Connect with JSON (readable in the browser's network panel), gRPC-Web with binary protobuf.
+const rpc = {
+  connect: createClient(MemoryGateway, createConnectTransport({ baseUrl: location.origin, interceptors: [auth] })),
+  'grpc-web': createClient(MemoryGateway, createGrpcWebTransport({ baseUrl: location.origin, useBinaryFormat: true, interceptors: [auth] }))
+}
+/** WriteDiff over one protocol: {version, clock}. */
+async function rpcWrite (protocol, nodeId, ops) {
+  const r = await rpc[protocol].writeDiff({ nodeId: utf8.encode(nodeId), diffBson: BSON.serialize({ ops }) })
+  return { version: Number(r.newVersion), replayed: r.replayed }
+}
+/** ReadSnapshot over one protocol: {version, document} (the document as relaxed EJSON). */
+async function rpcRead (protocol, nodeId) {
+  const r = await rpc[protocol].readSnapshot({ nodeId: utf8.encode(nodeId) })
+  const document = EJSON.serialize(BSON.deserialize(r.snapshotBson), { relaxed: true })
+  return { version: Number(r.version), document }
+}
 
 async function listDocuments () {
   try {
@@ -64,7 +94,7 @@ async function ensureField (nodeId, field) {
     doc = null
   }
   if (doc === null || !(field in doc)) {
-    await api('POST', docUrl(nodeId), { ops: [{ op: 'set', path: [field], value: '' }] })
+    await rpcWrite('connect', nodeId, [{ op: 'set', path: [field], value: '' }])
   } else if (typeof doc[field] !== 'string') {
     throw new Error(`the field ${JSON.stringify(field)} holds a ${typeof doc[field]}, not text`)
   }
@@ -77,39 +107,62 @@ function close () {
   session.view.destroy()
   session.provider.destroy()
   session.ydoc.destroy()
-  clearTimeout(session.feedTimer)
+  session.abort.abort()
   session = null
 }
 
-/** The change feed: the versions committed since the last one shown, read whenever the
- * document changes (every committed change reaches the page as a Y update first). */
-async function refreshFeed (s) {
-  if (s.feedBusy) { s.feedAgain = true; return }
-  s.feedBusy = true
+function showChange (s, c) {
+  s.version = Number(c.version)
+  let ops = 'update'
   try {
-    do {
-      s.feedAgain = false
-      const page = await api('GET', `${docUrl(s.nodeId)}/history?from_version=${s.version}&limit=200`)
-      for (const c of page.changes) {
-        s.version = c.version
-        const ops = c.diff && c.diff.ops ? c.diff.ops.map((o) => `${o.op} ${[].concat(o.path || []).join('.')}`).join(', ') : 'update'
-        const li = document.createElement('li')
-        li.innerHTML = '<span class="v"></span> <span class="a"></span> <span class="o"></span>'
-        li.querySelector('.v').textContent = `v${c.version}`
-        li.querySelector('.a').textContent = c.actor
-        li.querySelector('.o').textContent = ops
-        li.title = c.time
-        $('changes').prepend(li)
-      }
-      while ($('changes').children.length > 200) $('changes').lastChild.remove()
-      $('version').textContent = String(s.version)
-      if (page.next_from_version !== null) s.feedAgain = true
-    } while (s.feedAgain && session === s)
+    const diff = BSON.deserialize(c.diffBson)
+    if (Array.isArray(diff.ops)) ops = diff.ops.map((o) => `${o.op} ${[].concat(o.path ?? []).join('.')}`).join(', ')
   } catch (e) {
-    status(`change feed: ${e.message}`, 'error')
-  } finally {
-    s.feedBusy = false
+    ops = '(diff not shown)'
   }
+  const li = document.createElement('li')
+  li.innerHTML = '<span class="v"></span> <span class="a"></span> <span class="o"></span>'
+  li.querySelector('.v').textContent = `v${s.version}`
+  li.querySelector('.a').textContent = c.actor
+  li.querySelector('.o').textContent = ops
+  li.title = new Date(Number(c.timestampUs / 1000n)).toISOString()
+  $('changes').prepend(li)
+  while ($('changes').children.length > 200) $('changes').lastChild.remove()
+  $('version').textContent = String(s.version)
+}
+
+/** The live change feed over Connect (server streaming): every committed change from version 0,
+ * then live; after a dropped connection it resumes from the last resume token it got. */
+async function follow (s) {
+  let resume = null
+  let delay = 250
+  while (session === s) {
+    // (protobuf-es spells a oneof as {case, value})
+    const start = resume ? { case: 'resumeToken', value: resume } : { case: 'fromVersion', value: 0n }
+    try {
+      const request = { target: { case: 'nodeId', value: utf8.encode(s.nodeId) }, start }
+      const stream = rpc.connect.subscribeChanges(request, { signal: s.abort.signal })
+      for await (const event of stream) {
+        delay = 250
+        $('feed').textContent = 'live, over Connect'
+        for (const c of event.changes) {
+          showChange(s, c)
+          resume = c.resumeToken
+        }
+        if (event.progress) resume = event.progress.resumeToken
+      }
+    } catch (e) {
+      if (session !== s) return
+      $('feed').textContent = `feed: ${e.message}; retrying`
+    }
+    await new Promise((resolve) => setTimeout(resolve, delay))
+    delay = Math.min(delay * 2, 5000)
+  }
+}
+
+async function showSnapshot (s) {
+  const { version, document } = await rpcRead('grpc-web', s.nodeId)
+  $('snapshot').textContent = `v${version} ${JSON.stringify(document, null, 1)}`
 }
 
 function showMembers (awareness) {
@@ -140,7 +193,7 @@ async function open (nodeId, field, name) {
   })
   const color = COLORS[pick(name)]
   provider.awareness.setLocalStateField('user', { name, color, colorLight: color + '33' })
-  const s = { nodeId, field, ydoc, provider, view: null, version: 0, feedBusy: false, feedAgain: false, feedTimer: 0 }
+  const s = { nodeId, field, ydoc, provider, view: null, version: 0, abort: new AbortController() }
   session = s
   provider.on('status', ({ status: st }) => {
     if (session === s && st !== 'connected') status(`${st}…`)
@@ -159,21 +212,23 @@ async function open (nodeId, field, name) {
     extensions: [basicSetup, EditorView.lineWrapping, yCollab(ytext, provider.awareness, { undoManager })],
     parent: $('editor')
   })
-  ydoc.on('update', () => {
-    clearTimeout(s.feedTimer)
-    s.feedTimer = setTimeout(() => refreshFeed(s), 150)
-  })
   showMembers(provider.awareness)
-  await refreshFeed(s)
+  follow(s)
   status(`editing ${field} of ${nodeId}`, 'synced')
   history.replaceState(null, '', `#${new URLSearchParams({ node: nodeId, field, name })}`)
   // For tests and the console: the bound text and the provider.
-  window.vdomEditor = { ydoc, ytext, provider, view: s.view, text: () => ytext.toString(), version: () => s.version }
+  window.vdomEditor = {
+    ydoc, ytext, provider, view: s.view, text: () => ytext.toString(), version: () => s.version,
+    read: (protocol) => rpcRead(protocol, nodeId), write: (protocol, ops) => rpcWrite(protocol, nodeId, ops)
+  }
 }
 
 $('name').value = params.get('name') || `guest-${Math.random().toString(36).slice(2, 6)}`
 $('field').value = params.get('field') || 'text'
 $('node').value = params.get('node') || ''
+$('read-snapshot').addEventListener('click', () => {
+  if (session) showSnapshot(session).catch((e) => { $('snapshot').textContent = e.message })
+})
 $('open').addEventListener('submit', (ev) => {
   ev.preventDefault()
   open($('node').value.trim(), $('field').value.trim(), $('name').value.trim())

@@ -29,6 +29,7 @@ from .feed import ChangeFeed
 from .health import Health
 from .observability import Observability
 from .pipeline import Registrar
+from .rooms import gateway_rooms
 from .security import Security
 from .security_layer import SecurityLayer
 from .service import MemoryGateway
@@ -37,6 +38,7 @@ from .store import SqliteStore
 from .tls import bind
 
 if TYPE_CHECKING:
+    from .core.room import Rooms
     from .httpserver import HttpServer
     from .web import WebSockets
 
@@ -104,6 +106,7 @@ class Gateway:
         self.documents: Documents | None = None
         self.service: MemoryGateway | None = None
         self.sessions: SessionService | None = None
+        self.rooms: Rooms | None = None
         self.server: grpc.aio.Server | None = None
         self.port = 0
         #: Access log, metrics, tracing; health and reflection services.
@@ -122,7 +125,9 @@ class Gateway:
         self.documents = Documents(self.store, cfg)
         self.documents.start()
         self.service = MemoryGateway(cfg, self.store, self.documents, self.feed)
-        self.sessions = SessionService(cfg, self.documents, self.feed, self.service)
+        # The documents' rooms: members of every transport, one feed follower per document.
+        self.rooms = gateway_rooms(self.feed, self.service, cfg.batch_events)
+        self.sessions = SessionService(cfg, self.documents, self.feed, self.service, self.rooms)
         self.observability.start(self)
         pending = max(1_000, cfg.max_subscribers + cfg.max_sessions)
         options = [
@@ -138,6 +143,11 @@ class Gateway:
             # caps its streams itself, with statuses that say which cap.
             ("grpc.server.max_pending_requests", pending),
             ("grpc.server.max_pending_requests_hard_limit", pending),
+            # ... and cancels any that waited longer than this (30 s by default): on a loaded
+            # machine the Python server took longer than that to take 10,000 streams opened at
+            # once, and the last ~8 % ended CANCELLED (tests/gateway/test_streams_bulk.py; with
+            # 1 s, all but 2 of them did). A caller's own deadline still applies.
+            ("grpc.server_max_unrequested_time_in_server", 600),
         ]
         self.server = grpc.aio.server(
             options=options,
@@ -172,9 +182,8 @@ class Gateway:
         from .web import WebSockets, build_app
 
         assert self.documents is not None and self.service is not None
-        self.web = WebSockets(
-            self.config, self.security, self.documents, self.feed, self.service
-        )
+        assert self.rooms is not None
+        self.web = WebSockets(self.config, self.security, self.documents, self.service, self.rooms)
         self.http = HttpServer(
             build_app(self.web, http_routes(self), http_middleware(self.config)), address,
             max_message_bytes=self.config.ws_max_message_bytes,
@@ -183,9 +192,11 @@ class Gateway:
         self.http_port = await self.http.start()
         host = address.rsplit(":", 1)[0]
         scheme = "wss" if self.security.tls is not None else "ws"
-        log.info("http listening on %s:%d (y-websocket %s://%s:%d/yjs/<node_id>, hocuspocus"
-                 " %s://%s:%d/hocuspocus)", host, self.http_port, scheme, host, self.http_port,
-                 scheme, host, self.http_port)  # fmt: skip
+        # Logged before the gRPC port's "listening on" line (which says the gateway is ready);
+        # tests and scripts find the bound port here: "http on HOST:PORT".
+        log.info("http on %s:%d (y-websocket %s://%s:%d/yjs/<node_id>, hocuspocus %s://%s:%d"
+                 "/hocuspocus)", host, self.http_port, scheme, host, self.http_port, scheme,
+                 host, self.http_port)  # fmt: skip
 
     async def stop(self, grace: float = 10.0) -> None:
         """Stop accepting calls, end streams with a resumable status, finish in-flight writes,
@@ -202,8 +213,8 @@ class Gateway:
             await self.web.shutdown()
         if self.http is not None:
             await self.http.stop()
-        if self.web is not None:
-            self.web.close()
+        if self.rooms is not None:
+            self.rooms.close()
         if self.server is not None:
             await self.server.stop(grace)
         if self.documents is not None:

@@ -82,7 +82,7 @@ class HpCodec:
         update: bytes = entry.change.update
         return hp_sync(self.document, 2, update) if update else None
 
-    def awareness(self, update: bytes) -> bytes | None:
+    def awareness(self, update: bytes, entries: Any, owner: Any) -> bytes | None:
         return hp_awareness(self.document, update)
 
 

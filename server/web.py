@@ -16,8 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable, Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -29,7 +28,6 @@ from .config import GatewayConfig
 from .core.room import Rooms
 from .documents import Documents
 from .errors import TooMany
-from .feed import ChangeFeed
 from .security import Security
 from .service import MemoryGateway
 from .wsconn import WsConnection
@@ -45,15 +43,14 @@ class WebSockets:
         config: GatewayConfig,
         security: Security,
         documents: Documents,
-        feed: ChangeFeed,
         gateway: MemoryGateway,
+        rooms: Rooms,
     ):
         self.config = config
         self.security = security
         self.documents = documents
-        self.feed = feed
         self.gateway = gateway
-        self.rooms = Rooms(self._changes)
+        self.rooms = rooms
         self.connections = 0
         #: Open connections (ended with 1012 when the gateway stops).
         self.live: set[WsConnection] = set()
@@ -94,25 +91,6 @@ class WebSockets:
                 release_slot()
 
         return release
-
-    async def _changes(self, node_id: bytes, pos: int) -> AsyncIterator[Sequence[Any]]:
-        """Committed changes of one document after feed position ``pos``, in commit order."""
-        follower = self.feed.follow(node_id, None)
-        limit = self.config.batch_events
-        try:
-            while True:
-                follower.wake.clear()
-                entries, pos = await self.gateway.next_entries(follower, pos, limit)
-                if not entries:
-                    await follower.wake.wait()
-                    continue
-                pos = entries[-1].seq
-                yield entries
-        finally:
-            self.feed.unfollow(follower)
-
-    def close(self) -> None:
-        self.rooms.close()
 
 
 def build_app(

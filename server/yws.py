@@ -67,7 +67,7 @@ class YCodec:
         update: bytes = entry.change.update
         return sync_frame(2, update) if update else None
 
-    def awareness(self, update: bytes) -> bytes | None:
+    def awareness(self, update: bytes, entries: Any, owner: Any) -> bytes | None:
         return awareness_frame(update)
 
 

@@ -198,7 +198,7 @@ class Codec:
         self.encoded += 1
         return f"{self.name}:{entry.seq}".encode()
 
-    def awareness(self, update: bytes) -> bytes | None:
+    def awareness(self, update: bytes, entries: Any, owner: Any) -> bytes | None:
         return b"aw:" + update
 
 

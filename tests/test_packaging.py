@@ -154,8 +154,7 @@ def serving(installed: Path, tmp_path: Path) -> Iterator[int]:
         seen: list[str] = []
         for line in proc.stderr:  # blocks on the child's log; ends if the child exits
             seen.append(line)
-            # (the HTTP port logs "http listening on ..." first)
-            m = re.search(r"(?<!http )listening on 127\.0\.0\.1:(\d+)", line)
+            m = re.search(r"listening on 127\.0\.0\.1:(\d+)", line)
             if m:
                 break
         else:

@@ -40,11 +40,13 @@ def test_readme_curl_examples(tmp_path: pathlib.Path) -> None:
     )  # fmt: skip
     try:
         assert server.stderr is not None
-        for line in server.stderr:
-            if "http listening on" in line:
+        seen = set()
+        for line in server.stderr:  # both ports logged: the gateway serves
+            seen |= {k for k in ("http on", "listening on") if k in line}
+            if len(seen) == 2:
                 break
         else:
-            pytest.fail("the gateway exited before its HTTP port listened")
+            pytest.fail("the gateway exited before both its ports listened")
         base = f"http://127.0.0.1:{http_port}"
         env = {**os.environ, "VIRTUALDOM_HTTP": base}
         out = subprocess.run(

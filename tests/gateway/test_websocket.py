@@ -4,11 +4,13 @@ session member and a WriteDiff writer, and everyone converges on the same bytes.
 
 from __future__ import annotations
 
+import zlib
 from typing import Any
 
 import bson
 
 from virtualdom.engine import Replica
+from virtualdom.v1 import gateway_pb2 as pb
 
 from ._support import async_test, gateway, read, set_, splice, write
 from ._wsclients import Editor, needs_node
@@ -101,3 +103,56 @@ async def test_awareness_crosses_between_y_websocket_and_hocuspocus(tmp_path: An
         finally:
             await yws.close()
             await hp.close()
+
+
+@async_test(60)
+async def test_presence_crosses_between_grpc_sessions_and_websocket_awareness(
+    tmp_path: Any,
+) -> None:
+    async with gateway(tmp_path, http_address="127.0.0.1:0") as (gw, stub):
+        node = "presence/1"
+        await write(stub, node.encode(), set_("title", ""))
+        yws = await Editor.start("yws", f"ws://127.0.0.1:{gw.http_port}/yjs", node)
+        grpc_member = Member(stub)
+        try:
+            await yws.until(lambda e: e["event"] == "synced")
+            joined = await grpc_member.join(node.encode(), actor="g")
+            # gRPC presence -> the editor's awareness (relaxed Extended JSON of the BSON)
+            grpc_member.send(presence=pb.Presence(
+                node_id=node.encode(), state_bson=bson.encode({"name": "grpc", "line": 3})
+            ))  # fmt: skip
+            client = str(zlib.crc32(joined.member_id.encode()))
+            await yws.until(lambda e: sees(e, client, {"name": "grpc", "line": 3}))
+            # the editor's awareness -> a PresenceUpdate of its member
+            yws.send(op="awareness", state={"user": {"name": "yws"}})
+            u = await grpc_member.until(
+                lambda u: kind(u) == "presence" and not u.presence.removed
+            )
+            assert bson.decode(u.presence.state_bson) == {"user": {"name": "yws"}}
+            assert u.presence.node_id == node.encode()
+            ws_member = u.presence.member_id
+            # a gRPC member joining later finds it in Joined.members
+            late = Member(stub)
+            later = await late.join(node.encode(), actor="late")
+            assert ws_member in {p.member_id for p in later.members}
+            await late.close()
+            # the editor goes away: its presence is removed for the gRPC member
+            yws.kill()
+            await grpc_member.until(
+                lambda u: kind(u) == "presence" and u.presence.removed
+                and u.presence.member_id == ws_member
+            )  # fmt: skip
+            # a gRPC member's presence removed -> gone from the awareness of the others
+            yws2 = await Editor.start("yws", f"ws://127.0.0.1:{gw.http_port}/yjs", node)
+            try:
+                await yws2.until(lambda e: sees(e, client, {"name": "grpc", "line": 3}))
+                n = len(yws2.events)
+                grpc_member.send(presence=pb.Presence(node_id=node.encode(), state_bson=b""))
+                await yws2.until(
+                    lambda e: e["event"] == "awareness" and client not in e["states"], start=n
+                )
+            finally:
+                await yws2.close()
+        finally:
+            await yws.close()
+            await grpc_member.close()

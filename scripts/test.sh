@@ -14,7 +14,7 @@ PY=${PYTHON:-python3}
 # import hook of a lenient one; pyproject.toml [tool.setuptools]). A module added later needs this
 # line again.
 .venv/bin/python -m pip install -q -e '.[test,otel,bench]' --config-settings editable_mode=strict
-for dir in proto tests/js benchmarks/hocuspocus web; do
+for dir in proto tests/js clients/ts benchmarks/hocuspocus web; do
   if [ -f "$dir/package-lock.json" ]; then
     (cd "$dir" && npm ci --silent --no-audit --no-fund)
   fi
@@ -48,8 +48,10 @@ export PATH="$PWD/.tools:$PATH"
 (cd clients/go && unformatted=$(gofmt -l .) && [ -z "$unformatted" ] || { echo "gofmt: $unformatted"; exit 1; })
 (cd clients/go && go vet ./... && staticcheck ./...)
 .venv/bin/python -m pytest "$@"
-# The Go client's tests start real gateways from .venv/bin/virtualdom.
+# The Go client's and the TypeScript conformance runner's tests start real gateways from
+# .venv/bin/virtualdom.
 (cd clients/go && go test -count=1 ./...)
+(cd clients/ts && npm test)
 # The whole benchmark suite (engine + gateway load harness) in quick mode, only to prove it runs
 # (no pass/fail on speed; BENCHMARKS.md is left alone).
 .venv/bin/python benchmarks/run.py --quick --no-write -- -p no:cacheprovider

@@ -121,6 +121,7 @@ class Gateway:
         """Open the store, bind the address, start serving. Returns the bound port."""
         cfg = self.config
         self.store = SqliteStore(cfg.data_dir, on_commit=self.feed.publish)
+        self.feed.store_id = self.store.store_id
         self.feed.set_head(await self.store.head())
         self.documents = Documents(self.store, cfg)
         self.documents.start()

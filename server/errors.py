@@ -3,7 +3,15 @@
 Handlers raise (or let through) domain exceptions; :func:`status_of` turns any of them into a
 code, a message and an :class:`ErrorDetail` a client can act on; :func:`http_error` gives the
 HTTP transports (REST, Connect) the status and JSON body of the same row. Nothing else in the
-server picks status codes for domain errors.
+server picks status codes for domain errors. Anything else is a bug: :func:`internal_message` is
+all a client is told of it (the request id to find the logged traceback by), never the
+exception's text.
+
+Messages quote what a caller sent with :func:`virtualdom.engine.quote` (bounded), and
+:func:`status_of` cuts every message to :data:`MAX_MESSAGE_BYTES` as a last guard: the message
+travels in the trailing metadata twice (``grpc-message``, percent-encoded, and inside
+``grpc-status-details-bin``), and a client refuses metadata over 16 KiB, which would turn the
+precise status into a transport RESOURCE_EXHAUSTED without its ErrorDetail.
 """
 
 from __future__ import annotations
@@ -16,6 +24,7 @@ import grpc
 from virtualdom.engine import (
     CausalityError,
     EngineError,
+    FutureVersion,
     HistoryCompacted,
     LimitExceeded,
     MalformedBSON,
@@ -25,7 +34,11 @@ from virtualdom.engine import (
     PathError,
     TypeMismatch,
 )
+from virtualdom.engine.quote import bounded
 from virtualdom.v1 import gateway_pb2 as pb
+
+#: Longest status message sent, in UTF-8 bytes (percent-encoding can triple it on the wire).
+MAX_MESSAGE_BYTES = 1024
 
 
 class GatewayError(Exception):
@@ -105,6 +118,20 @@ class Compacted(GatewayError):
         self.resume_token = resume_token
 
 
+class TokenBeyondHead(GatewayError):
+    """A resume token names a log position past the head: this store never issued it."""
+
+    def __init__(self, message: str, *, position: int, head: int, head_token: bytes):
+        super().__init__(message)
+        self.position = position
+        self.head = head
+        self.head_token = head_token
+
+
+class ForeignToken(GatewayError):
+    """A resume token issued by another store (another database, or one since reset)."""
+
+
 # Order matters: subclasses before their bases. Each row: the error, its gRPC status, its
 # ErrorDetail reason, and its HTTP status (REST and Connect; a precondition the client set,
 # If-Match, is 412; history that is gone, 410; a limit on the body's size, 413).
@@ -116,6 +143,7 @@ _TABLE: list[tuple[type[BaseException], grpc.StatusCode, str, int]] = [
     (PathError, grpc.StatusCode.INVALID_ARGUMENT, "BAD_PATH", 400),
     (MissingDependencies, grpc.StatusCode.FAILED_PRECONDITION, "MISSING_DEPENDENCIES", 409),
     (HistoryCompacted, grpc.StatusCode.OUT_OF_RANGE, "HISTORY_COMPACTED", 410),
+    (FutureVersion, grpc.StatusCode.OUT_OF_RANGE, "FUTURE_VERSION", 400),
     (CausalityError, grpc.StatusCode.INVALID_ARGUMENT, "BAD_CONTEXT", 400),
     (LimitExceeded, grpc.StatusCode.INVALID_ARGUMENT, "LIMIT_EXCEEDED", 413),
     (EngineError, grpc.StatusCode.INVALID_ARGUMENT, "INVALID", 400),
@@ -124,6 +152,8 @@ _TABLE: list[tuple[type[BaseException], grpc.StatusCode, str, int]] = [
     (NotFound, grpc.StatusCode.NOT_FOUND, "NOT_FOUND", 404),
     (VersionMismatch, grpc.StatusCode.FAILED_PRECONDITION, "VERSION_MISMATCH", 412),
     (Compacted, grpc.StatusCode.OUT_OF_RANGE, "HISTORY_COMPACTED", 410),
+    (TokenBeyondHead, grpc.StatusCode.OUT_OF_RANGE, "TOKEN_BEYOND_HEAD", 400),
+    (ForeignToken, grpc.StatusCode.OUT_OF_RANGE, "FOREIGN_TOKEN", 400),
     (RateLimited, grpc.StatusCode.RESOURCE_EXHAUSTED, "RATE_LIMITED", 429),
     (TooManyStreams, grpc.StatusCode.RESOURCE_EXHAUSTED, "TOO_MANY_STREAMS", 429),
     (TooMany, grpc.StatusCode.RESOURCE_EXHAUSTED, "TOO_MANY", 429),
@@ -141,6 +171,13 @@ def status_of(exc: BaseException) -> tuple[grpc.StatusCode, str, pb.ErrorDetail]
             detail = pb.ErrorDetail(reason=reason)
             if isinstance(exc, HistoryCompacted):
                 detail.version = exc.oldest_version
+            elif isinstance(exc, FutureVersion):
+                detail.version = exc.latest
+            elif isinstance(exc, TokenBeyondHead):
+                detail.resume_token = exc.head_token
+                detail.limit = "head"
+                detail.allowed = exc.head
+                detail.actual = exc.position
             elif isinstance(exc, Compacted):
                 detail.version = exc.oldest_version
                 detail.resume_token = exc.resume_token
@@ -157,8 +194,16 @@ def status_of(exc: BaseException) -> tuple[grpc.StatusCode, str, pb.ErrorDetail]
                 detail.limit = exc.limit
                 detail.allowed = exc.allowed
                 detail.actual = exc.actual
-            return code, str(exc), detail
+            return code, bounded(str(exc), MAX_MESSAGE_BYTES), detail
     return None
+
+
+def internal_message(request_id: str) -> str:
+    """What a client is told of an unexpected error (a bug): that it happened, and the request
+    id its traceback is logged under. The exception's text may hold internals (paths, SQL,
+    object reprs) and is never sent."""
+    rid = bounded(request_id, 128) if request_id else "none"
+    return f"internal error (request id {rid}); the gateway logged the details"
 
 
 def code_of(exc: BaseException | None) -> grpc.StatusCode:
@@ -172,14 +217,14 @@ def code_of(exc: BaseException | None) -> grpc.StatusCode:
     return grpc.StatusCode.INTERNAL if mapped is None else mapped[0]
 
 
-def http_error(exc: BaseException) -> tuple[int, dict[str, Any]]:
+def http_error(exc: BaseException, request_id: str = "") -> tuple[int, dict[str, Any]]:
     """The HTTP status and JSON body ``{code, message, reason, ...}`` of an error, from the same
     table: ``code`` is the gRPC status in Connect's spelling ("invalid_argument"), the other
     fields those of the ErrorDetail that are set (``resume_token`` as hex). An unexpected
-    exception is 500 "internal", naming only its type (its text may hold anything)."""
+    exception is 500 "internal" with :func:`internal_message` (its text may hold anything)."""
     mapped = status_of(exc)
     if mapped is None:
-        message = f"internal error: {type(exc).__name__}"
+        message = internal_message(request_id)
         return 500, {"code": "internal", "message": message, "reason": "INTERNAL"}
     code, message, detail = mapped
     status = next(http for cls, _c, _r, http in _TABLE if isinstance(exc, cls))

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from virtualdom.engine import Replica
+from virtualdom.engine import FutureVersion, LimitExceeded, Replica
 from virtualdom.engine.diff import Path
 
 from .auth import caller
@@ -24,8 +24,21 @@ from .store import Store, StoredChange
 
 __all__ = ["Operations", "Snapshot", "WriteCall"]
 
-#: The longest request id a write may carry (it is stored with the change).
-MAX_REQUEST_ID = 128
+
+
+def check_size(limit: str, allowed: int, actual: int, what: str) -> None:
+    if actual > allowed:
+        raise LimitExceeded(
+            f"{what} is {actual} bytes, over the limit {limit}={allowed}", limit, allowed, actual
+        )
+
+
+def limited_size(limit: str, allowed: int, text: str, what: str) -> int:
+    """``text``'s size in UTF-8 bytes, checked against ``allowed`` (the proto counts bytes:
+    64 emoji are 64 characters but 256 bytes)."""
+    size = len(text.encode())
+    check_size(limit, allowed, size, what)
+    return size
 
 
 @dataclass(slots=True)
@@ -74,22 +87,38 @@ class Operations:
             raise BadRequest(f"{what} must be UTF-8") from None
         return bytes(raw)
 
+    def actor(self, requested: str) -> str:
+        """The actor a write or a session member acts as (the caller's, see
+        :meth:`~.auth.Caller.actor_for`), within ``max_actor_bytes``."""
+        limit = self.config.max_actor_bytes
+        limited_size("max_actor_bytes", limit, requested, "actor")
+        actor = caller().actor_for(requested)
+        limited_size("max_actor_bytes", limit, actor, "actor")
+        return actor
+
     async def write(self, call: WriteCall) -> WriteResult:
         """Apply a diff; returns once it is durable."""
         node_id = self.node_id(call.node_id)
-        if not call.diff_bson:
+        diff_bson = call.diff_bson
+        if not diff_bson:
             raise BadRequest("diff_bson is empty")
         who = caller()  # the token's subject is the actor; grants and rate limits apply
-        actor = who.actor_for(call.actor)
-        who.require_write(node_id, len(call.diff_bson))
+        actor = self.actor(call.actor)
         request_id = call.request_id or call.metadata.get("request_id", "")
-        if len(request_id) > MAX_REQUEST_ID:
-            raise BadRequest(f"request_id is longer than {MAX_REQUEST_ID} characters")
+        rid_bytes = limited_size(
+            "max_request_id_bytes", self.config.max_request_id_bytes, request_id, "request_id"
+        )
+        metadata = call.metadata
+        meta_bytes = sum(len(k.encode()) + len(v.encode()) for k, v in metadata.items())
+        check_size("max_metadata_bytes", self.config.max_metadata_bytes, meta_bytes, "metadata")
+        # Checked (and refused) before charging: what is stored with the change and sent to
+        # every subscriber counts in the byte rate, not only the diff.
+        who.require_write(node_id, len(diff_bson) + meta_bytes + len(actor.encode()) + rid_bytes)
         write = Write(
-            diff=call.diff_bson,
+            diff=diff_bson,
             context=call.context,
             actor=actor,
-            metadata=call.metadata,
+            metadata=metadata,
             request_id=request_id,
             expected_version=call.expected_version,
         )
@@ -148,6 +177,8 @@ class Operations:
             )
         current = await host.read(lambda r: r.version)
         if after_version > current:
-            raise BadRequest(f"from_version {after_version} is beyond the latest {current}")
+            raise FutureVersion(
+                f"from_version {after_version} is past the latest version {current}", current
+            )
         changes: list[StoredChange] = await self.store.changes_of(node_id, after_version, limit)
         return changes

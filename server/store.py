@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import queue
 import sqlite3
 import threading
@@ -58,6 +59,10 @@ class StoreError(Exception):
 
 class Store(Protocol):
     """What the gateway needs from durable storage."""
+
+    #: 8 random bytes made when the store was created, kept with its data: resume tokens
+    #: carry it, so a token from another store is refused instead of skipping changes.
+    store_id: bytes
 
     async def append(self, changes: Sequence[StoredChange]) -> None:
         """Durably append changes (assigning ``seq``); returns after they are on disk."""
@@ -118,6 +123,10 @@ CREATE TABLE IF NOT EXISTS snapshots (
     version INTEGER NOT NULL,
     state BLOB NOT NULL,
     seq INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS meta (
+    key TEXT PRIMARY KEY,
+    value BLOB NOT NULL
 );
 CREATE TABLE IF NOT EXISTS pruned (
     node_id BLOB PRIMARY KEY,
@@ -188,6 +197,12 @@ class SqliteStore:
         self.on_stats: Callable[[float, int], None] | None = None
         conn = self._connect()
         conn.executescript(SCHEMA)
+        # Made once, with the database (a store restored from a copy keeps it: docs/security.md
+        # says how to reset it).
+        conn.execute("INSERT OR IGNORE INTO meta VALUES ('store_id', ?)", (os.urandom(8),))
+        self.store_id: bytes = bytes(
+            conn.execute("SELECT value FROM meta WHERE key='store_id'").fetchone()[0]
+        )
         conn.close()
         self._writer = threading.Thread(target=self._write_loop, name="store-writer", daemon=True)
         self._writer.start()

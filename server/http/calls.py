@@ -115,7 +115,7 @@ class HttpCalls:
         return handle
 
     def _error(self, exc: Exception, call: CallInfo) -> Response:
-        status, body = http_error(exc)
+        status, body = http_error(exc, callctx.request_id.get())
         call.code = code_of(exc)
         if status == 500:
             log.error("internal error in %s", call.method, exc_info=exc)

@@ -36,7 +36,7 @@ from virtualdom.v1 import gateway_pb2 as pb
 
 from .. import context as callctx
 from ..auth import current_caller
-from ..errors import Unavailable, code_of, status_of
+from ..errors import Unavailable, code_of, internal_message, status_of
 from ..observability import CallInfo
 from ..service import MemoryGateway
 from .calls import log as http_log
@@ -106,10 +106,10 @@ def method_info(
 
 def connect_error(exc: BaseException) -> ConnectError:
     """The Connect error of a domain error, from the one table (code, message, ErrorDetail);
-    an unexpected exception is INTERNAL, naming only its type."""
+    an unexpected exception is INTERNAL with the request id only (its text may hold anything)."""
     mapped = status_of(exc)
     if mapped is None:
-        return ConnectError(Code.INTERNAL, f"internal error: {type(exc).__name__}")
+        return ConnectError(Code.INTERNAL, internal_message(callctx.request_id.get()))
     code, message, detail = mapped
     any_detail = AnyPb(type_url=DETAIL_TYPE, value=detail.SerializeToString())
     return ConnectError(Code(code.name.lower()), message, [ErrorDetail(any_detail)])

@@ -226,11 +226,11 @@ BAD_READS = [
     ("/v1/docs/nope", {}, 404, "NOT_FOUND"),
     ("/v1/docs/d", {"version": "x"}, 400, "BAD_REQUEST"),
     ("/v1/docs/d", {"version": "-1"}, 400, "BAD_REQUEST"),
-    ("/v1/docs/d", {"version": "9"}, 400, "BAD_CONTEXT"),  # as ReadSnapshot says
+    ("/v1/docs/d", {"version": "9"}, 400, "FUTURE_VERSION"),  # as ReadSnapshot says
     ("/v1/docs/d", {"path": "a..b"}, 400, "MALFORMED_DIFF"),
     ("/v1/docs/d", {"path": "[1"}, 400, "BAD_REQUEST"),
     ("/v1/docs/d", {"format": "xml"}, 400, "BAD_REQUEST"),
-    ("/v1/docs/d/history", {"from_version": "5"}, 400, "BAD_REQUEST"),
+    ("/v1/docs/d/history", {"from_version": "5"}, 400, "FUTURE_VERSION"),
     ("/v1/docs/d/history", {"limit": "0"}, 400, "BAD_REQUEST"),
     ("/v1/docs/nope/history", {}, 404, "NOT_FOUND"),
     ("/v1/docs", {"limit": "100000"}, 400, "BAD_REQUEST"),

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The one test command: creates .venv (if missing), installs virtualdom with its test extras,
 # the Node packages (buf for proto lint; yjs, the y-websocket and Hocuspocus providers for the
-# interop and WebSocket tests; Hocuspocus's server for benchmarks/load/ws_rows.py) and grpcurl and
+# interop and WebSocket tests; Hocuspocus's server for benchmarks/load/ws_rows.py; the editor
+# page's build and playwright-core in web/), Debian's chromium (browser tests), and grpcurl and
 # grpc-health-probe (Go) for the quick-start and operations tests, then runs ruff, mypy --strict,
 # gofmt/go vet/staticcheck of the Go client, pytest (extra arguments go to it) and the Go tests.
 set -euo pipefail
@@ -13,11 +14,18 @@ PY=${PYTHON:-python3}
 # import hook of a lenient one; pyproject.toml [tool.setuptools]). A module added later needs this
 # line again.
 .venv/bin/python -m pip install -q -e '.[test,otel,bench]' --config-settings editable_mode=strict
-for dir in proto tests/js clients/ts benchmarks/hocuspocus; do
+for dir in proto tests/js clients/ts benchmarks/hocuspocus web; do
   if [ -f "$dir/package-lock.json" ]; then
     (cd "$dir" && npm ci --silent --no-audit --no-fund)
   fi
 done
+# Debian's chromium for the editor page's browser tests (tests/gateway/test_editor_page.py,
+# driven by playwright-core from web/, which never downloads a browser of its own).
+if [ ! -x /usr/bin/chromium ] && command -v apt-get >/dev/null 2>&1; then
+  SUDO=$([ "$(id -u)" = 0 ] || echo sudo)
+  $SUDO apt-get update -qq >/dev/null
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium >/dev/null
+fi
 mkdir -p .tools
 if [ ! -x .tools/grpcurl ] && command -v go >/dev/null 2>&1; then
   GOBIN="$PWD/.tools" go install github.com/fullstorydev/grpcurl/cmd/grpcurl@v1.9.3

@@ -178,6 +178,7 @@ class Gateway:
 
     async def _start_http(self, address: str) -> None:
         """The HTTP port in this process and loop, on the same documents, store and feed."""
+        from .http.routes import http_middleware, http_routes
         from .httpserver import HttpServer
         from .web import WebSockets, build_app
 
@@ -185,7 +186,8 @@ class Gateway:
         assert self.rooms is not None
         self.web = WebSockets(self.config, self.security, self.documents, self.service, self.rooms)
         self.http = HttpServer(
-            build_app(self.web), address, max_message_bytes=self.config.ws_max_message_bytes,
+            build_app(self.web, http_routes(self), http_middleware(self.config)), address,
+            max_message_bytes=self.config.ws_max_message_bytes,
             tls=self.security.tls,
         )  # fmt: skip
         self.http_port = await self.http.start()

@@ -69,6 +69,10 @@ class GatewayConfig:
     #: connection without an Origin header (not a browser) is always allowed. Empty = any
     #: origin (the token still decides what a connection may do).
     http_origins: tuple[str, ...] = ()
+    #: Origins whose pages may call REST and Connect/gRPC-Web on the HTTP port from another
+    #: origin (CORS; exact "scheme://host[:port]" values, or "*"). Empty = same origin only
+    #: (the page the gateway serves itself needs none).
+    cors_origins: tuple[str, ...] = ()
     #: Largest WebSocket message accepted, in bytes (a larger one closes the socket with 1009).
     ws_max_message_bytes: int = 16 * MiB
     #: Engine limits (document, diff, depth, string sizes).

@@ -1,9 +1,11 @@
-"""The one table mapping domain errors to gRPC status codes.
+"""The one table mapping domain errors to gRPC status codes and HTTP statuses.
 
 Handlers raise (or let through) domain exceptions; :func:`status_of` turns any of them into a
-code, a message and an :class:`ErrorDetail` a client can act on. Nothing else in the server picks
-status codes for domain errors. Anything else is a bug: :func:`internal_message` is all a client
-is told of it (the request id to find the logged traceback by), never the exception's text.
+code, a message and an :class:`ErrorDetail` a client can act on; :func:`http_error` gives the
+HTTP transports (REST, Connect) the status and JSON body of the same row. Nothing else in the
+server picks status codes for domain errors. Anything else is a bug: :func:`internal_message` is
+all a client is told of it (the request id to find the logged traceback by), never the
+exception's text.
 
 Messages quote what a caller sent with :func:`virtualdom.engine.quote` (bounded), and
 :func:`status_of` cuts every message to :data:`MAX_MESSAGE_BYTES` as a last guard: the message
@@ -14,7 +16,9 @@ precise status into a transport RESOURCE_EXHAUSTED without its ErrorDetail.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from typing import Any
 
 import grpc
 
@@ -48,6 +52,10 @@ class GatewayError(Exception):
 
 class BadRequest(GatewayError):
     """A request field is missing or malformed (empty node_id, bad token, bad clock...)."""
+
+
+class UnsupportedMediaType(BadRequest):
+    """An HTTP request body in a content type the route does not take."""
 
 
 class NotFound(GatewayError):
@@ -129,38 +137,41 @@ class ForeignToken(GatewayError):
     """A resume token issued by another store (another database, or one since reset)."""
 
 
-# Order matters: subclasses before their bases.
-_TABLE: list[tuple[type[BaseException], grpc.StatusCode, str]] = [
-    (MalformedBSON, grpc.StatusCode.INVALID_ARGUMENT, "MALFORMED_BSON"),
-    (MalformedUpdate, grpc.StatusCode.INVALID_ARGUMENT, "MALFORMED_UPDATE"),
-    (MalformedDiff, grpc.StatusCode.INVALID_ARGUMENT, "MALFORMED_DIFF"),
-    (TypeMismatch, grpc.StatusCode.INVALID_ARGUMENT, "TYPE_MISMATCH"),
-    (PathError, grpc.StatusCode.INVALID_ARGUMENT, "BAD_PATH"),
-    (MissingDependencies, grpc.StatusCode.FAILED_PRECONDITION, "MISSING_DEPENDENCIES"),
-    (HistoryCompacted, grpc.StatusCode.OUT_OF_RANGE, "HISTORY_COMPACTED"),
-    (FutureVersion, grpc.StatusCode.OUT_OF_RANGE, "FUTURE_VERSION"),
-    (CausalityError, grpc.StatusCode.INVALID_ARGUMENT, "BAD_CONTEXT"),
-    (LimitExceeded, grpc.StatusCode.INVALID_ARGUMENT, "LIMIT_EXCEEDED"),
-    (EngineError, grpc.StatusCode.INVALID_ARGUMENT, "INVALID"),
-    (BadRequest, grpc.StatusCode.INVALID_ARGUMENT, "BAD_REQUEST"),
-    (NotFound, grpc.StatusCode.NOT_FOUND, "NOT_FOUND"),
-    (VersionMismatch, grpc.StatusCode.FAILED_PRECONDITION, "VERSION_MISMATCH"),
-    (Compacted, grpc.StatusCode.OUT_OF_RANGE, "HISTORY_COMPACTED"),
-    (TokenBeyondHead, grpc.StatusCode.OUT_OF_RANGE, "TOKEN_BEYOND_HEAD"),
-    (ForeignToken, grpc.StatusCode.OUT_OF_RANGE, "FOREIGN_TOKEN"),
-    (RateLimited, grpc.StatusCode.RESOURCE_EXHAUSTED, "RATE_LIMITED"),
-    (TooManyStreams, grpc.StatusCode.RESOURCE_EXHAUSTED, "TOO_MANY_STREAMS"),
-    (TooMany, grpc.StatusCode.RESOURCE_EXHAUSTED, "TOO_MANY"),
-    (Unauthenticated, grpc.StatusCode.UNAUTHENTICATED, "UNAUTHENTICATED"),
-    (PermissionDenied, grpc.StatusCode.PERMISSION_DENIED, "PERMISSION_DENIED"),
-    (ShuttingDown, grpc.StatusCode.UNAVAILABLE, "SHUTTING_DOWN"),
-    (Unavailable, grpc.StatusCode.UNAVAILABLE, "UNAVAILABLE"),
+# Order matters: subclasses before their bases. Each row: the error, its gRPC status, its
+# ErrorDetail reason, and its HTTP status (REST and Connect; a precondition the client set,
+# If-Match, is 412; history that is gone, 410; a limit on the body's size, 413).
+_TABLE: list[tuple[type[BaseException], grpc.StatusCode, str, int]] = [
+    (MalformedBSON, grpc.StatusCode.INVALID_ARGUMENT, "MALFORMED_BSON", 400),
+    (MalformedUpdate, grpc.StatusCode.INVALID_ARGUMENT, "MALFORMED_UPDATE", 400),
+    (MalformedDiff, grpc.StatusCode.INVALID_ARGUMENT, "MALFORMED_DIFF", 400),
+    (TypeMismatch, grpc.StatusCode.INVALID_ARGUMENT, "TYPE_MISMATCH", 400),
+    (PathError, grpc.StatusCode.INVALID_ARGUMENT, "BAD_PATH", 400),
+    (MissingDependencies, grpc.StatusCode.FAILED_PRECONDITION, "MISSING_DEPENDENCIES", 409),
+    (HistoryCompacted, grpc.StatusCode.OUT_OF_RANGE, "HISTORY_COMPACTED", 410),
+    (FutureVersion, grpc.StatusCode.OUT_OF_RANGE, "FUTURE_VERSION", 400),
+    (CausalityError, grpc.StatusCode.INVALID_ARGUMENT, "BAD_CONTEXT", 400),
+    (LimitExceeded, grpc.StatusCode.INVALID_ARGUMENT, "LIMIT_EXCEEDED", 413),
+    (EngineError, grpc.StatusCode.INVALID_ARGUMENT, "INVALID", 400),
+    (UnsupportedMediaType, grpc.StatusCode.INVALID_ARGUMENT, "UNSUPPORTED_MEDIA_TYPE", 415),
+    (BadRequest, grpc.StatusCode.INVALID_ARGUMENT, "BAD_REQUEST", 400),
+    (NotFound, grpc.StatusCode.NOT_FOUND, "NOT_FOUND", 404),
+    (VersionMismatch, grpc.StatusCode.FAILED_PRECONDITION, "VERSION_MISMATCH", 412),
+    (Compacted, grpc.StatusCode.OUT_OF_RANGE, "HISTORY_COMPACTED", 410),
+    (TokenBeyondHead, grpc.StatusCode.OUT_OF_RANGE, "TOKEN_BEYOND_HEAD", 400),
+    (ForeignToken, grpc.StatusCode.OUT_OF_RANGE, "FOREIGN_TOKEN", 400),
+    (RateLimited, grpc.StatusCode.RESOURCE_EXHAUSTED, "RATE_LIMITED", 429),
+    (TooManyStreams, grpc.StatusCode.RESOURCE_EXHAUSTED, "TOO_MANY_STREAMS", 429),
+    (TooMany, grpc.StatusCode.RESOURCE_EXHAUSTED, "TOO_MANY", 429),
+    (Unauthenticated, grpc.StatusCode.UNAUTHENTICATED, "UNAUTHENTICATED", 401),
+    (PermissionDenied, grpc.StatusCode.PERMISSION_DENIED, "PERMISSION_DENIED", 403),
+    (ShuttingDown, grpc.StatusCode.UNAVAILABLE, "SHUTTING_DOWN", 503),
+    (Unavailable, grpc.StatusCode.UNAVAILABLE, "UNAVAILABLE", 503),
 ]
 
 
 def status_of(exc: BaseException) -> tuple[grpc.StatusCode, str, pb.ErrorDetail] | None:
     """The status for a domain error, or None for an unexpected exception (a bug: INTERNAL)."""
-    for cls, code, reason in _TABLE:
+    for cls, code, reason, _http in _TABLE:
         if isinstance(exc, cls):
             detail = pb.ErrorDetail(reason=reason)
             if isinstance(exc, HistoryCompacted):
@@ -224,3 +235,31 @@ INTERNAL = grpc.StatusCode.INTERNAL
 SERVER_FAULTS = frozenset(
     {UNKNOWN, INTERNAL, grpc.StatusCode.DATA_LOSS, grpc.StatusCode.UNIMPLEMENTED}
 )
+
+
+def code_of(exc: BaseException | None) -> grpc.StatusCode:
+    """The status code an HTTP call's access-log line and metrics record: OK without an
+    error, CANCELLED when the client went away, INTERNAL for an unexpected exception."""
+    if exc is None:
+        return grpc.StatusCode.OK
+    if isinstance(exc, asyncio.CancelledError):
+        return grpc.StatusCode.CANCELLED
+    mapped = status_of(exc)
+    return grpc.StatusCode.INTERNAL if mapped is None else mapped[0]
+
+
+def http_error(exc: BaseException, request_id: str = "") -> tuple[int, dict[str, Any]]:
+    """The HTTP status and JSON body ``{code, message, reason, ...}`` of an error, from the same
+    table: ``code`` is the gRPC status in Connect's spelling ("invalid_argument"), the other
+    fields those of the ErrorDetail that are set (``resume_token`` as hex). An unexpected
+    exception is 500 "internal" with :func:`internal_message` (its text may hold anything)."""
+    mapped = status_of(exc)
+    if mapped is None:
+        message = internal_message(request_id)
+        return 500, {"code": "internal", "message": message, "reason": "INTERNAL"}
+    code, message, detail = mapped
+    status = next(http for cls, _c, _r, http in _TABLE if isinstance(exc, cls))
+    body: dict[str, Any] = {"code": code.name.lower(), "message": message}
+    for f, value in detail.ListFields():
+        body[f.name] = value.hex() if isinstance(value, bytes) else value
+    return status, body

@@ -18,7 +18,7 @@ from google.protobuf import any_pb2
 from google.rpc import code_pb2, status_pb2
 from grpc_status import rpc_status
 
-from virtualdom.engine import LimitExceeded, Replica, validate_clock
+from virtualdom.engine import validate_clock
 from virtualdom.engine.diff import parse_path
 from virtualdom.v1 import gateway_pb2 as pb
 
@@ -33,10 +33,10 @@ from .changestream import (
     next_entries,
 )
 from .config import GatewayConfig
-from .documents import Documents, Write, WriteResult
+from .documents import Documents, WriteResult
 from .errors import BadRequest, status_for
 from .feed import ChangeFeed, Entry, Follower
-from .requests import checked_node_id
+from .operations import Operations, WriteCall
 from .store import Store
 
 log = logging.getLogger("virtualdom.service")
@@ -101,83 +101,55 @@ class MemoryGateway:
         self.store = store
         self.documents = documents
         self.feed = feed
+        #: The unary operations, shared with the other transports (REST, Connect).
+        self.ops = Operations(config, store, documents)
         #: The change streams (the transport-independent core).
         self.streams = ChangeStreams(config, store, documents, feed)
 
     # -- request checks --------------------------------------------------------------------------
 
     def node_id(self, raw: bytes, what: str = "node_id") -> bytes:
-        return checked_node_id(raw, self.config, what)
+        return self.ops.node_id(raw, what)
 
     def actor(self, requested: str) -> str:
-        """The actor a write or a session member acts as (the caller's, see
-        :meth:`~.auth.Caller.actor_for`), within ``max_actor_bytes``."""
-        limit = self.config.max_actor_bytes
-        _limited("max_actor_bytes", limit, requested, "actor")
-        actor = caller().actor_for(requested)
-        _limited("max_actor_bytes", limit, actor, "actor")
-        return actor
+        """The actor a write or a session member acts as (:meth:`Operations.actor`)."""
+        return self.ops.actor(requested)
 
-    # -- unary -----------------------------------------------------------------------------------
+    # -- unary: convert, call the shared operation (server/operations.py), convert -------------
 
     @rpc_errors
     async def WriteDiff(self, request: pb.WriteDiffRequest, context: Any) -> pb.WriteDiffResponse:
-        node_id = self.node_id(request.node_id)
-        # Read once: each read of a bytes field of a protobuf message copies it (100 MB each
-        # for a 100 MB document).
-        diff_bson = request.diff_bson
-        if not diff_bson:
-            raise BadRequest("diff_bson is empty")
-        who = caller()  # the token's subject is the actor; grants and rate limits apply
-        actor = self.actor(request.actor)
-        request_id = request.request_id or request.metadata.get("request_id", "")
-        rid_bytes = _limited(
-            "max_request_id_bytes", self.config.max_request_id_bytes, request_id, "request_id"
+        result = await self.ops.write(
+            WriteCall(
+                node_id=request.node_id,
+                # Read once: each read of a bytes field of a protobuf message copies it (100 MB
+                # each for a 100 MB document).
+                diff_bson=request.diff_bson,
+                actor=request.actor,
+                request_id=request.request_id,
+                metadata=dict(request.metadata),
+                context=clock_of(request.vector_clock) if request.vector_clock.counters else None,
+                expected_version=(
+                    request.expected_version if request.HasField("expected_version") else None
+                ),
+            )
         )
-        metadata = dict(request.metadata)
-        meta_bytes = sum(len(k.encode()) + len(v.encode()) for k, v in metadata.items())
-        _check("max_metadata_bytes", self.config.max_metadata_bytes, meta_bytes, "metadata")
-        context_clock = clock_of(request.vector_clock) if request.vector_clock.counters else None
-        # Checked (and refused) before charging: what is stored with the change and sent to
-        # every subscriber counts in the byte rate, not only the diff.
-        who.require_write(node_id, len(diff_bson) + meta_bytes + len(actor.encode()) + rid_bytes)
-        write = Write(
-            diff=diff_bson,
-            context=context_clock,
-            actor=actor,
-            metadata=metadata,
-            request_id=request_id,
-            expected_version=(
-                request.expected_version if request.HasField("expected_version") else None
-            ),
-        )
-        host = await self.documents.host(node_id, create=True)
-        result: WriteResult = await host.submit(write)
         return write_response(result, _echo_budget(self.config))
 
     @rpc_errors
     async def ReadSnapshot(
         self, request: pb.ReadSnapshotRequest, context: Any
     ) -> pb.ReadSnapshotResponse:
-        node_id = self.node_id(request.node_id)
-        caller().require_read(node_id)  # any version: a past one is as secret as the latest
-        version = request.version if request.HasField("version") else None
-        path = parse_path(request.path, "path") if request.path else None
-        include_state = request.include_state
-        host = await self.documents.host(node_id, create=False)
-
-        def read(r: Replica) -> pb.ReadSnapshotResponse:
-            v = r.version if version is None else version
-            snap = r.snapshot(version=version, path=path)
-            clock = r.clock() if v == r.version else r.clock_at(v)
-            state = r.encode_state() if include_state and v == r.version else b""
-            return pb.ReadSnapshotResponse(
-                snapshot_bson=snap, version=v, vector_clock=pb.VectorClock(counters=clock),
-                state=state,
-            )  # fmt: skip
-
-        response: pb.ReadSnapshotResponse = await host.read(read)
-        return response
+        snap = await self.ops.read(
+            request.node_id,
+            version=request.version if request.HasField("version") else None,
+            path=parse_path(request.path, "path") if request.path else None,
+            include_state=request.include_state,
+        )
+        return pb.ReadSnapshotResponse(
+            snapshot_bson=snap.snapshot_bson, version=snap.version,
+            vector_clock=pb.VectorClock(counters=snap.clock), state=snap.state,
+        )  # fmt: skip
 
     # -- change streams: convert, call the core (changestream.py), convert -------------------
 
@@ -272,21 +244,6 @@ def wire_messages(event: Changes, budget: int) -> Iterator[bytes]:
         size += len(field)
     if chunk:
         yield b"".join(chunk)
-
-
-def _check(limit: str, allowed: int, actual: int, what: str) -> None:
-    if actual > allowed:
-        raise LimitExceeded(
-            f"{what} is {actual} bytes, over the limit {limit}={allowed}", limit, allowed, actual
-        )
-
-
-def _limited(limit: str, allowed: int, text: str, what: str) -> int:
-    """``text``'s size in UTF-8 bytes, checked against ``allowed`` (the proto counts bytes:
-    64 emoji are 64 characters but 256 bytes)."""
-    size = len(text.encode())
-    _check(limit, allowed, size, what)
-    return size
 
 
 def _echo_budget(config: GatewayConfig) -> int:

@@ -3,7 +3,9 @@
 Routes:
 
 * ``/yjs/<node_id>`` — y-websocket (server/yws.py);
-* ``/hocuspocus`` (any path under it too) — the Hocuspocus protocol (server/hocuspocus.py).
+* ``/hocuspocus`` (any path under it too) — the Hocuspocus protocol (server/hocuspocus.py);
+* ``/v1/docs...``, ``/openapi.json``, ``/`` — REST, its OpenAPI document and the editor page
+  (server/http/, passed in by the gateway).
 
 Both use the gateway's own documents, store, change feed, security (tokens, grants, rate
 limits, connection caps) and rooms (server/core/room.py), so a WebSocket member, a gRPC session
@@ -14,10 +16,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from starlette.applications import Starlette
-from starlette.routing import WebSocketRoute
+from starlette.middleware import Middleware
+from starlette.routing import BaseRoute, WebSocketRoute
 from starlette.websockets import WebSocket
 
 from .auth import Caller
@@ -90,7 +93,11 @@ class WebSockets:
         return release
 
 
-def build_app(service: WebSockets) -> Starlette:
+def build_app(
+    service: WebSockets, routes: Sequence[BaseRoute] = (), middleware: Sequence[Middleware] = ()
+) -> Starlette:
+    """The WebSocket endpoints, then ``routes`` (REST, Connect, OpenAPI, the editor page:
+    server/http/routes.py) behind ``middleware`` (CORS)."""
     from .hocuspocus import hocuspocus_endpoint
     from .yws import yjs_endpoint
 
@@ -105,5 +112,7 @@ def build_app(service: WebSockets) -> Starlette:
             WebSocketRoute("/yjs/{node_id:path}", yjs),
             WebSocketRoute("/hocuspocus", hocuspocus),
             WebSocketRoute("/hocuspocus/{rest:path}", hocuspocus),
-        ]
+            *routes,
+        ],
+        middleware=list(middleware),
     )

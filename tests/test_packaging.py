@@ -114,6 +114,10 @@ def test_the_wheel_holds_the_virtualdom_packages_only_and_the_license(dist: Path
     for typed in ("", "engine/", "server/", "client/"):
         assert f"virtualdom/{typed}py.typed" in names
     assert "virtualdom/v1/gateway_pb2.py" in names
+    # The editor page and the OpenAPI document: an installed gateway serves them without Node.
+    for data in ("static/index.html", "static/assets/editor.js", "static/assets/editor.css",
+                 "openapi.json"):  # fmt: skip
+        assert f"virtualdom/server/http/{data}" in names
     assert any(n.endswith(".dist-info/licenses/LICENSE") for n in names)
     assert "License-Expression: Apache-2.0" in meta
 

@@ -31,6 +31,8 @@ async def main(args: argparse.Namespace) -> None:
     port = await gw.start()
     # --http-port: the WebSocket port is the one benchmarks connect to (benchmarks/load/ws_rows)
     print(f"PORT {gw.http_port if args.http_port else port}", flush=True)
+    if args.both_ports:  # benchmarks/load/http_rows: the gRPC port too, on the next line
+        print(f"GRPC {port}", flush=True)
     await stop.wait()
     await gw.stop(grace=1.0)
 
@@ -42,6 +44,7 @@ if __name__ == "__main__":
     ap.add_argument("--loop", choices=["asyncio", "uvloop"], default=GatewayConfig.event_loop)
     ap.add_argument("--no-access-log", action="store_true")
     ap.add_argument("--http-port", action="store_true", help="serve and print the HTTP port")
+    ap.add_argument("--both-ports", action="store_true", help="then print 'GRPC <port>' too")
     a = ap.parse_args()
     if a.loop == "uvloop":
         import uvloop

@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import functools
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any, TypeVar
 
 import grpc
@@ -163,33 +163,42 @@ class MemoryGateway:
         # Errors are handled here rather than by a wrapping generator (stream_errors): every
         # delivery to every subscriber passes through each generator layer twice.
         try:
-            undecodable: object = request  # app._parse hands over a BadRequest instead
-            if isinstance(undecodable, BadRequest):
-                raise undecodable
-            budget = _echo_budget(self.config)
-            async for event in self.streams.open(stream_request(request), caller()):
-                if type(event) is Changes:
-                    entries = event.entries
-                    if len(entries) == 1:  # a live subscriber's usual batch: nothing to split
-                        field = entries[0].encoded_field(event.include_update)
-                        if len(field) <= budget:
-                            yield field
-                            continue
-                    for message in wire_messages(event, budget):
-                        yield message
-                elif type(event) is Progress:
-                    yield pb.ChangeEvent(
-                        progress=pb.Progress(
-                            resume_token=event.resume_token, timestamp_us=event.timestamp_us
-                        )
-                    )
-                else:
-                    assert isinstance(event, Snapshots)
-                    yield pb.ChangeEvent(snapshots=[snapshot_pb(s) for s in event.items])
+            async for message in self.change_messages(request):
+                yield message
         except (grpc.aio.AbortError, asyncio.CancelledError, GeneratorExit):
             raise
         except Exception as exc:
             await abort_for(context, exc)
+
+    async def change_messages(
+        self, request: pb.SubscribeRequest
+    ) -> AsyncGenerator[bytes | pb.ChangeEvent, None]:
+        """The stream's ChangeEvent messages (a batch of changes as their encoded bytes), from
+        the change-stream core; failures raise domain errors. Shared by the gRPC handler and
+        the Connect/gRPC-Web one (server/http/connect.py), which map them to their statuses."""
+        undecodable: object = request  # app._parse hands over a BadRequest instead
+        if isinstance(undecodable, BadRequest):
+            raise undecodable
+        budget = _echo_budget(self.config)
+        async for event in self.streams.open(stream_request(request), caller()):
+            if type(event) is Changes:
+                entries = event.entries
+                if len(entries) == 1:  # a live subscriber's usual batch: nothing to split
+                    field = entries[0].encoded_field(event.include_update)
+                    if len(field) <= budget:
+                        yield field
+                        continue
+                for message in wire_messages(event, budget):
+                    yield message
+            elif type(event) is Progress:
+                yield pb.ChangeEvent(
+                    progress=pb.Progress(
+                        resume_token=event.resume_token, timestamp_us=event.timestamp_us
+                    )
+                )
+            else:
+                assert isinstance(event, Snapshots)
+                yield pb.ChangeEvent(snapshots=[snapshot_pb(s) for s in event.items])
 
     def close_streams(self) -> None:
         """Shutting down: every change stream ends with a resumable status."""

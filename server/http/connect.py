@@ -52,11 +52,15 @@ log = logging.getLogger("virtualdom.connect")
 REQ = TypeVar("REQ")
 RES = TypeVar("RES")
 
-# The gRPC port's handlers without their gRPC error wrapper (rpc_errors / stream_errors, which
-# abort a grpc.aio context): they raise the domain errors this module maps itself.
+# The gRPC port's handlers without their gRPC error wrapper (rpc_errors, which aborts a grpc.aio
+# context; for streams, the messages the gRPC handler sends): they raise the domain errors this
+# module maps itself.
 _WRITE = MemoryGateway.WriteDiff.__wrapped__  # type: ignore[attr-defined]
 _READ = MemoryGateway.ReadSnapshot.__wrapped__  # type: ignore[attr-defined]
-_SUBSCRIBE = MemoryGateway.SubscribeChanges.__wrapped__  # type: ignore[attr-defined]
+
+
+def _SUBSCRIBE(service: MemoryGateway, request: Any, _context: Any) -> AsyncGenerator[Any, None]:
+    return service.change_messages(request)
 
 
 class _PassThroughBinary:

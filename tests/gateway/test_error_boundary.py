@@ -10,7 +10,7 @@ import pathlib
 import grpc
 import pytest
 
-from virtualdom.server import service as service_module
+from virtualdom.server import operations as operations_module
 from virtualdom.server import sessions as sessions_module
 from virtualdom.v1 import gateway_pb2 as pb
 
@@ -67,7 +67,7 @@ async def test_an_internal_error_sends_the_request_id_never_the_exception(
     caplog.set_level(logging.ERROR, logger="virtualdom.errors")
     async with gateway(tmp_path) as (_gw, stub):
         # A unary call: INTERNAL with the request id, the ErrorDetail says INTERNAL.
-        monkeypatch.setattr(service_module, "checked_node_id", broken)
+        monkeypatch.setattr(operations_module, "checked_node_id", broken)
         with pytest.raises(grpc.aio.AioRpcError) as info:
             await stub.WriteDiff(
                 pb.WriteDiffRequest(node_id=b"doc", diff_bson=diff(set_("x", 1))),

@@ -32,7 +32,8 @@ export interface YjsOptions {
  *   const provider = await bindYDoc(doc, { url: "ws://127.0.0.1:8080", nodeId: "notes/1", token });
  *   await whenSynced(provider);
  *   fields(doc).get("title").insert(0, "Hi ");   // a Y.Text field
- */
+ *
+ * To stop: `provider.destroy()`, and `doc.destroy()` (which ends the awareness's timer). */
 export async function bindYDoc(doc: Y.Doc, o: YjsOptions): Promise<WebsocketProvider> {
   const base = o.url.replace(/^http/, "ws").replace(/\/+$/, "");
   const protocols = async (): Promise<string[]> => {

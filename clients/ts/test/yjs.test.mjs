@@ -67,6 +67,7 @@ describe("the Yjs helper", () => {
       assert.equal(final.document.title, title.toString());
     } finally {
       provider.destroy();
+      doc.destroy(); // its Awareness's timer ends with it
     }
   });
 });
@@ -91,7 +92,8 @@ describe("the Yjs helper with authentication", () => {
       token: () => (asked++, token),
       WebSocketPolyfill: WebSocket,
     });
-    const bare = await bindYDoc(new Y.Doc(), { url: `ws://${gw.http}`, nodeId: "ts/yjs/auth", WebSocketPolyfill: WebSocket });
+    const bareDoc = new Y.Doc();
+    const bare = await bindYDoc(bareDoc, { url: `ws://${gw.http}`, nodeId: "ts/yjs/auth", WebSocketPolyfill: WebSocket });
     try {
       const closed = new Promise((resolve) => bare.once("connection-close", (e) => resolve(e?.code)));
       await whenSynced(provider);
@@ -102,6 +104,8 @@ describe("the Yjs helper with authentication", () => {
     } finally {
       provider.destroy();
       bare.destroy();
+      doc.destroy();
+      bareDoc.destroy();
     }
   });
 });

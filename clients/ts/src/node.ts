@@ -3,6 +3,7 @@ import type { Interceptor } from "@connectrpc/connect";
 import { createGrpcTransport, type GrpcTransportOptions } from "@connectrpc/connect-node";
 
 import { type ClientOptions, GatewayClient } from "./client.js";
+import { checkTokenTransport } from "./security.js";
 
 export interface NodeOptions extends ClientOptions {
   /** TLS: "https://" is used for the address; `nodeOptions` (e.g. {ca}) go to http2.connect. */
@@ -16,9 +17,11 @@ export interface NodeOptions extends ClientOptions {
   pingIntervalMs?: number;
 }
 
-/** A GatewayClient over gRPC to `address` ("host:port", or a full "http(s)://host:port" URL). */
+/** A GatewayClient over gRPC to `address` ("host:port", or a full "http(s)://host:port" URL).
+ * A token needs TLS, except to a loopback address. */
 export function connectNode(address: string, options: NodeOptions = {}): GatewayClient {
   const baseUrl = /^https?:\/\//.test(address) ? address : `${options.tls ? "https" : "http"}://${address}`;
+  checkTokenTransport(baseUrl, options.token);
   const transport = createGrpcTransport({
     baseUrl,
     interceptors: options.interceptors ?? [],

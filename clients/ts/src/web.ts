@@ -4,6 +4,7 @@ import type { Interceptor } from "@connectrpc/connect";
 import { createConnectTransport, createGrpcWebTransport } from "@connectrpc/connect-web";
 
 import { type ClientOptions, GatewayClient } from "./client.js";
+import { checkTokenTransport } from "./security.js";
 
 export interface WebOptions extends ClientOptions {
   /** "connect" (default) or "grpc-web". */
@@ -15,6 +16,7 @@ export interface WebOptions extends ClientOptions {
 
 /** A GatewayClient over Connect or gRPC-Web to `baseUrl`, e.g. "http://127.0.0.1:8080". */
 export function connectWeb(baseUrl: string, options: WebOptions = {}): GatewayClient {
+  checkTokenTransport(baseUrl, options.token);
   const common = {
     baseUrl,
     useBinaryFormat: options.useBinaryFormat ?? true,

@@ -7,6 +7,7 @@ import { WebsocketProvider } from "y-websocket";
 import type * as Y from "yjs";
 
 import type { TokenSource } from "./client.js";
+import { checkTokenTransport } from "./security.js";
 
 export interface YjsOptions {
   /** The gateway's HTTP port as "ws://host:port" or "wss://host:port" (or "http(s)://..."). */
@@ -36,6 +37,7 @@ export interface YjsOptions {
  * To stop: `provider.destroy()`, and `doc.destroy()` (which ends the awareness's timer). */
 export async function bindYDoc(doc: Y.Doc, o: YjsOptions): Promise<WebsocketProvider> {
   const base = o.url.replace(/^http/, "ws").replace(/\/+$/, "");
+  checkTokenTransport(base, o.token);
   const protocols = async (): Promise<string[]> => {
     if (o.token === undefined) return [];
     const token = typeof o.token === "string" ? o.token : await o.token();

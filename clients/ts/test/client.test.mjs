@@ -21,6 +21,8 @@ import {
   VersionMismatch,
 } from "@virtualdom/client";
 import { connectNode } from "@virtualdom/client/node";
+import { connectWeb } from "@virtualdom/client/web";
+import { bindYDoc } from "@virtualdom/client/yjs";
 
 import { hs256, startGatewayWith } from "./support.mjs";
 
@@ -183,4 +185,16 @@ describe("a gateway with authentication", () => {
     assert.equal((await reader.read("ts/a/1")).version, 1n, "nothing applied");
     assert.ok(alice instanceof GatewayClient);
   });
+});
+
+test("a token is never sent in the clear to another machine", async () => {
+  const token = "a.b.c";
+  assert.throws(() => connectNode("10.1.2.3:50051", { token }), /TLS only/);
+  assert.throws(() => connectWeb("http://gateway.example:8080", { token }), /TLS only/);
+  await assert.rejects(bindYDoc(null, { url: "ws://gateway.example:8080", nodeId: "n", token }), /TLS only/);
+  assert.ok(connectNode("gateway.example:443", { token, tls: true }) instanceof GatewayClient);
+  assert.ok(connectWeb("https://gateway.example", { token }) instanceof GatewayClient);
+  assert.ok(connectNode("127.0.0.1:1", { token }) instanceof GatewayClient);
+  assert.ok(connectNode("localhost:1", { token }) instanceof GatewayClient);
+  assert.ok(connectNode("10.1.2.3:50051") instanceof GatewayClient, "no token, no objection");
 });

@@ -11,8 +11,8 @@ export interface NodeOptions extends ClientOptions {
   nodeOptions?: GrpcTransportOptions["nodeOptions"];
   /** connect interceptors (logging, metrics...). */
   interceptors?: Interceptor[];
-  /** Largest message received, bytes (default 128 MiB, like the gateway's 100 MB documents). */
-  readMaxBytes?: number;
+  /** Largest message sent or received, bytes (default 128 MiB: the gateway takes 100 MB documents). */
+  maxMessageBytes?: number;
   /** Ping the connection every this many ms (default 20 s; the gateway refuses more often than 5 s). */
   pingIntervalMs?: number;
 }
@@ -26,8 +26,8 @@ export function connectNode(address: string, options: NodeOptions = {}): Gateway
     baseUrl,
     interceptors: options.interceptors ?? [],
     nodeOptions: options.nodeOptions,
-    readMaxBytes: options.readMaxBytes ?? 128 * 1024 * 1024,
-    writeMaxBytes: options.readMaxBytes ?? 128 * 1024 * 1024,
+    readMaxBytes: options.maxMessageBytes ?? 128 * 1024 * 1024,
+    writeMaxBytes: options.maxMessageBytes ?? 128 * 1024 * 1024,
     pingIntervalMs: options.pingIntervalMs ?? 20_000,
   });
   return new GatewayClient(transport, options);

@@ -26,10 +26,10 @@ from starlette.websockets import WebSocket
 
 from .auth import Caller
 from .core.room import Member, Room
+from .core.sync import Answer, Empty, Refuse, plan_sync
 from .core.ywire import (
     AUTH,
     AWARENESS,
-    EMPTY_UPDATE,
     HP_BROADCAST_STATELESS,
     HP_CLOSE,
     HP_STATELESS,
@@ -234,22 +234,23 @@ async def _handle(
     name = d.name
     if msg.kind == SYNC:
         assert msg.sync is not None
-        sub, payload = msg.sync.subtype, msg.sync.payload
-        if sub == STEP1:
+        action = plan_sync(msg.sync, member.writable)
+        if isinstance(action, Answer):
 
-            def sync(r: Any, sv: bytes = payload) -> tuple[bytes, bytes]:
+            def sync(r: Any, sv: bytes = action.state_vector) -> tuple[bytes, bytes]:
                 return r.update_since(sv), r.state_vector()
 
             update, sv = await host.read(sync)
             conn.send(hp_sync(name, STEP2, update))
             conn.send(hp_sync(name, STEP1, sv))
             return
-        if payload == EMPTY_UPDATE:
+        if isinstance(action, Empty):
             conn.send(hp_sync_status(name, True))
             return
-        if not member.writable:
+        if isinstance(action, Refuse):
             conn.send(hp_sync_status(name, False))  # refused, not applied
             return
+        payload = action.update
         who.require_write(d.node_id, len(payload))  # rate limits
         fut = host.enqueue(Write(update=payload, actor=member.actor, origin=member.member_id))
 

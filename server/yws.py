@@ -24,9 +24,9 @@ from starlette.websockets import WebSocket
 
 from .auth import current_caller
 from .core.room import Member
+from .core.sync import Answer, Empty, Refuse, plan_sync
 from .core.ywire import (
     AWARENESS,
-    EMPTY_UPDATE,
     QUERY_AWARENESS,
     STEP1,
     STEP2,
@@ -148,19 +148,21 @@ async def _read(
             msg = decode_y(data)
             if msg.kind == SYNC:
                 assert msg.sync is not None
-                sub, payload = msg.sync.subtype, msg.sync.payload
-                if sub == STEP1:
-                    update = await host.read(lambda r, sv=payload: r.update_since(sv))
+                action = plan_sync(msg.sync, member.writable)
+                if isinstance(action, Answer):
+                    sv = action.state_vector
+                    update = await host.read(lambda r, sv=sv: r.update_since(sv))
                     conn.send(sync_frame(STEP2, update))
                     continue
-                if payload == EMPTY_UPDATE:
+                if isinstance(action, Empty):
                     continue
-                if not member.writable:
+                if isinstance(action, Refuse):
                     # Not applied; the member is told (y-websocket's provider logs the reason)
                     # and stays connected as a reader.
                     denied = PermissionDenied(f"{who.subject} may not write {_show(node_id)}")
                     conn.send(permission_denied_frame(str(denied)))
                     continue
+                payload = action.update
                 who.require_write(node_id, len(payload))  # rate limits
                 write = Write(update=payload, actor=member.actor, origin=member.member_id)
                 fut = host.enqueue(write)

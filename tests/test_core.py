@@ -284,3 +284,14 @@ def test_an_outbox_that_overflows_ends_its_member() -> None:
         assert await box.get() is None  # the writer stops; the transport closes the socket
 
     asyncio.run(body())
+
+
+def test_plan_sync_decides_what_a_sync_message_asks() -> None:
+    from virtualdom.server.core.sync import Answer, Apply, Empty, Refuse, plan_sync
+
+    step1 = ywire.SyncMessage(ywire.STEP1, b"\x00")
+    assert plan_sync(step1, writable=False) == Answer(b"\x00")
+    for sub in (ywire.STEP2, ywire.UPDATE):
+        assert plan_sync(ywire.SyncMessage(sub, b"\x00\x00"), writable=False) == Empty()
+        assert plan_sync(ywire.SyncMessage(sub, b"\x01u"), writable=True) == Apply(b"\x01u")
+        assert plan_sync(ywire.SyncMessage(sub, b"\x01u"), writable=False) == Refuse(b"\x01u")

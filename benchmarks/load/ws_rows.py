@@ -14,7 +14,9 @@ Rows (servers pinned to the last core, clients on the others, server CPU from /p
 2. one edit to ``--members`` members: server CPU per edit, p50 from the send until the last
    member has it (``--rounds`` rounds after a warm-up);
 3. connecting those members (200 at a time, each until served): seconds;
-4. RSS per idle connection: ``--idle`` connections over ``--docs`` documents.
+4. RSS per idle connection: ``--idle`` connections over ``--docs`` documents;
+5. RSS per loaded 2 KB document (``--loaded`` documents, one connection each, on a fresh
+   server, the cost of as many connections taken off).
 
 Every client edits the gateway's CRDT layout (a root map "doc" holding a Y.Text "text" with its
 meta entry), so the gateway does its real work (the engine mirrors every edit); the peers store
@@ -308,6 +310,28 @@ async def idle(server: Server, n: int, docs: int) -> Any:
             "kib_per_connection": round((rss1 - rss0) / n / 1024, 1)}  # fmt: skip
 
 
+async def loaded(server: Server, docs: int) -> Any:
+    """RSS per loaded 2 KB document, on a fresh server (freed memory would be reused and hide
+    the cost): ``docs`` connections to one document, then ``docs`` more, one per new document,
+    each writing a 2,048-character text and staying connected (the peers unload a document
+    when its last connection closes); the second step's RSS growth less the first's."""
+    rss0 = common.rss_bytes(server.pid)[0]
+    clients = [await Client.open(server, "conn-only") for _ in range(docs)]
+    await asyncio.sleep(1.0)
+    rss1 = common.rss_bytes(server.pid)[0]
+    for i in range(docs):  # one after the other: pycrdt-websocket's room-creation race
+        ed = Editor()
+        c = await Client.open(server, f"doc2k-{i}", ed)
+        await c.send(ywire.sync_frame(ywire.UPDATE, ed.create("text", Text("x" * 2048))))
+        clients.append(c)
+    await asyncio.sleep(2.0)  # let the last writes be applied (and committed) and RSS settle
+    rss2 = common.rss_bytes(server.pid)[0]
+    await asyncio.gather(*(c.close() for c in clients))
+    per = ((rss2 - rss1) - (rss1 - rss0)) / docs / 1024
+    return {"row": f"RSS per loaded 2 KB document ({docs} documents)", "server": server.name,
+            "kib_per_document": round(per, 1)}  # fmt: skip
+
+
 async def run(args: argparse.Namespace) -> None:
     common.pin_client()
     edits = patches(load_trace())[: args.edits]
@@ -322,10 +346,16 @@ async def run(args: argparse.Namespace) -> None:
             print(json.dumps({"row": "two members, trace edits",
                               "server": "gateway (gRPC CollaborativeSession)", **row}))  # fmt: skip
             continue
+        wanted = set(args.rows.split(","))
         with servers()[key] as server:
-            rows = [await two_members(server, edits, 500)]
-            rows += await fan_out(server, args.members, args.rounds)
-            rows.append(await idle(server, args.idle, args.docs))
+            rows = [await two_members(server, edits, 500)] if "1" in wanted else []
+            if wanted & {"2", "3"}:
+                rows += await fan_out(server, args.members, args.rounds)
+            if "4" in wanted:
+                rows.append(await idle(server, args.idle, args.docs))
+        if "5" in wanted:
+            with servers()[key] as server:  # fresh: see loaded()
+                rows.append(await loaded(server, args.loaded))
         for row in rows:
             print(json.dumps(row), flush=True)
 
@@ -338,6 +368,8 @@ def main() -> None:
     ap.add_argument("--idle", type=int, default=2_000)
     ap.add_argument("--docs", type=int, default=100)
     ap.add_argument("--only", default="")
+    ap.add_argument("--rows", default="1,2,3,4,5", help="which rows")
+    ap.add_argument("--loaded", type=int, default=500, help="documents of row 5")
     asyncio.run(run(ap.parse_args()))
 
 

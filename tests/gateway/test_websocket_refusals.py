@@ -342,3 +342,17 @@ async def test_hocuspocus_multiplexes_documents_and_acks_once_durable(tmp_path: 
             await ws.send(hp("team/a", ywire.SYNC, b"\x02" + var_bytes(an_update("y"))))
             assert await hp_next(ws, ywire.HP_SYNC_STATUS) == b"team/a|\x01"
             assert (await doc(stub, b"team/a")) == {"t": "a", "y": "hi"}
+
+
+@needs_node
+@async_test(60)
+async def test_a_hocuspocus_token_that_expires_closes_4401(tmp_path: Any) -> None:
+    async with gw_with(tmp_path, **AUTH, auth_leeway_s=0.0) as (gw, _):
+        url = f"ws://127.0.0.1:{gw.http_port}/hocuspocus"
+        ed = await Editor.start("hp", url, NODE, token(ttl=2))
+        try:
+            await ed.until(lambda e: e["event"] == "authenticated")
+            ev = await ed.until(lambda e: e["event"] == "close" and e["code"] == 4401)
+            assert "expired" in ev["reason"]
+        finally:
+            await ed.close()

@@ -36,6 +36,8 @@ export function startGatewayWith({ args = [], address = "127.0.0.1:0", dataDir, 
   const httpArgs = ["--http-address", http ? "127.0.0.1:0" : ""];
   const proc = spawn(bin, ["serve", "--address", address, "--data-dir", dir, ...httpArgs, ...args], {
     stdio: ["ignore", "ignore", "pipe"],
+    // The HTTP port on an ephemeral port too: its default (127.0.0.1:8080) may be taken.
+    env: { ...process.env, VIRTUALDOM_HTTP_ADDRESS: "127.0.0.1:0" },
   });
   let log = "";
   let started = false;

@@ -17,6 +17,7 @@ reading of the CRDT after every step.
 
 from __future__ import annotations
 
+import inspect
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -549,10 +550,10 @@ class Replica:
             update = bigints_as_int64(update, info.bigints)
         before = self._doc.get_state()
         collected: list[Any] = []
-        # A Python callback: pycrdt reads the callback's signature on every subscription, and
-        # for a builtin such as ``collected.extend`` that parses its text signature (~0.1 ms,
-        # a third of a small merge).
-        sub = self._root.observe_deep(lambda events: collected.extend(events))  # noqa: PLW0108
+        # pycrdt reads the callback's signature on every subscription: a _Collector carries
+        # it ready-made (~2 µs, against ~13 µs for a lambda and ~0.1 ms for a builtin such as
+        # ``collected.extend``, which parses its text signature).
+        sub = self._root.observe_deep(_Collector(collected))
         try:
             self._doc.apply_update(update)
         except Exception as exc:
@@ -594,6 +595,25 @@ class Replica:
     def materialize(self) -> DocNode:
         """The document read afresh from the CRDT (slow; used to check the mirror)."""
         return node_from_crdt(self._root.to_py() or {})
+
+
+class _Collector:
+    """The merge's deep observer: gathers pycrdt's events into a list.
+
+    ``__signature__`` is what ``inspect.signature`` returns at once, so pycrdt's per-subscription
+    look-up (it passes as many arguments as the callback takes) costs almost nothing.
+    """
+
+    __slots__ = ("events",)
+    __signature__ = inspect.Signature(
+        [inspect.Parameter("events", inspect.Parameter.POSITIONAL_ONLY)]
+    )
+
+    def __init__(self, events: list[Any]):
+        self.events = events
+
+    def __call__(self, events: list[Any], /) -> None:
+        self.events.extend(events)
 
 
 #: Rebuild the Doc (see Replica._rebuild) after at least this many changes, and at least one

@@ -156,11 +156,13 @@ class Replica:
             self._clock = self._read_clock()
         return dict(self._clock)
 
-    def _read_clock(self) -> VectorClock:
+    def _read_clock(self, state: dict[int, int] | None = None) -> VectorClock:
         # The clock is the Yjs state vector under actor names, an actor's two clients (main and
         # tick) summed: every change of ours adds at least one struct to one of them (see
-        # _apply_local), so each version has its own clock.
-        state = yupdate.decode_state_vector(self._doc.get_state())
+        # _apply_local), so each version has its own clock. ``state``: the Doc's current state
+        # vector, when the caller has just decoded it.
+        if state is None:
+            state = yupdate.decode_state_vector(self._doc.get_state())
         self._own.main = state.get(self.client_id, 0)
         self._own.ticks = state.get(self.tick_id, 0)
         clock: VectorClock = {}
@@ -561,17 +563,20 @@ class Replica:
         finally:
             self._root.unobserve(sub)
         after = self._doc.get_state()
+        state = yupdate.decode_state_vector(after)
         if info.delete_set and not self._no_rebuild:
             # pycrdt keeps deletes of items it lacks inside the Doc, where encoding the state
             # does not see them: such a Doc must never be rebuilt (see _rebuild).
-            self._no_rebuild = deletes_beyond(info, yupdate.decode_state_vector(after))
+            self._no_rebuild = deletes_beyond(info, state)
         if after == before and not collected:
             return None
         # One (empty) transaction around the reads: each pycrdt read otherwise opens its own.
         with self._doc.transaction():
             ops = EventApplier(self._mirror).apply(collected)
         self._snapshot = None
-        self._clock = None
+        # From the state vector just read (the mirror's update above leaves the Doc as it is):
+        # _record's clock() would encode and decode it once more.
+        self._clock = self._read_clock(state)
         actor = self._author(info)
         return self._record(ops, actor)
 

@@ -186,7 +186,7 @@ class Gateway:
         self.web = WebSockets(self.config, self.security, self.documents, self.service, self.rooms)
         self.http = HttpServer(
             build_app(self.web), address, max_message_bytes=self.config.ws_max_message_bytes,
-            tls=self.security.tls,
+            tls=self.security.tls, deflate=self.config.compression == "gzip",
         )  # fmt: skip
         self.http_port = await self.http.start()
         host = address.rsplit(":", 1)[0]

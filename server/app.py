@@ -189,6 +189,7 @@ class Gateway:
             build_app(self.web, http_routes(self), http_middleware(self.config)), address,
             max_message_bytes=self.config.ws_max_message_bytes,
             tls=self.security.tls,
+            deflate=self.config.compression == "gzip",
         )  # fmt: skip
         self.http_port = await self.http.start()
         host = address.rsplit(":", 1)[0]

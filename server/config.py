@@ -59,7 +59,8 @@ class GatewayConfig:
     #: Response compression ("gzip" or "none"). Off by default: gzip is applied to every
     #: response, small ones included, and costs far more CPU than it saves on a LAN (a 10 MB
     #: snapshot read took 12x longer with it; BENCHMARKS.md). Turn it on for slow links;
-    #: requests compressed by clients are accepted either way.
+    #: requests compressed by clients are accepted either way. On the HTTP port, "gzip" also
+    #: accepts WebSocket permessage-deflate (off otherwise; see httpserver.HttpServer).
     compression: str = "none"
     #: host:port of the HTTP port: the WebSocket endpoints for Yjs editors (y-websocket at
     #: /yjs/<node_id>, Hocuspocus at /hocuspocus), served in the same process and event loop as

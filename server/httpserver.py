@@ -48,9 +48,13 @@ def bind_socket(address: str) -> socket.socket:
 class HttpServer:
     """One ASGI app on one address, started and stopped with the gateway."""
 
-    def __init__(self, app: Any, address: str, *, max_message_bytes: int, tls: Any = None):
+    def __init__(
+        self, app: Any, address: str, *, max_message_bytes: int, tls: Any = None,
+        deflate: bool = False,
+    ):  # fmt: skip
         """``tls``: the gRPC port's :class:`~.tls.ServerTLS` (the same certificate serves wss;
-        with a client CA, client certificates are required here too)."""
+        with a client CA, client certificates are required here too). ``deflate``: accept
+        permessage-deflate when a client offers it (browsers and `websockets` always do)."""
         self.address = address
         ssl: dict[str, Any] = {}
         if tls is not None:
@@ -68,6 +72,10 @@ class HttpServer:
             lifespan="off",  # the gateway starts and stops its parts itself
             ws="websockets-sansio",
             ws_max_size=max_message_bytes,  # larger messages: close 1009 (Message Too Big)
+            # Off unless compression is on (GatewayConfig.compression), as Hocuspocus's `ws`
+            # server has it: a zlib stream pair per connection held ~34 KiB of each idle
+            # connection's heap (tracemalloc), and deflating each small Yjs frame costs CPU.
+            ws_per_message_deflate=deflate,
             # Pings find dead peers (half-open TCP): y-websocket's server pings every 30 s.
             ws_ping_interval=20.0,
             ws_ping_timeout=20.0,

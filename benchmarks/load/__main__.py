@@ -1,8 +1,9 @@
 """Run the gateway load harness: ``python -m benchmarks.load [--quick] [--only unary,streams]``.
 
 Each group of rows is a module with ``run(quick) -> list[Row]`` (unary.py, streams.py,
-scaling.py); they run one after another (never two at once: they share the two cores) and the
-rows go to a JSON file that ``benchmarks/run.py`` turns into BENCHMARKS.md's load table.
+scaling.py, go_client.py, ws_rows.py); they run one after another (never two at once: they share
+the two cores) and the rows go to a JSON file that ``benchmarks/run.py`` turns into BENCHMARKS.md's
+load table.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from pathlib import Path
 
 from .common import QUICK, ROOT, pin_client
 
-GROUPS = ("unary", "streams", "scaling", "go_client")
+GROUPS = ("unary", "streams", "scaling", "go_client", "ws_rows")
 
 
 def main() -> int:

@@ -4,6 +4,7 @@
 speaking y-protocols sync, wrapped in the Hocuspocus envelope for Hocuspocus), plus the gRPC
 session row of streams.py for the gateway's CollaborativeSession.
 
+    python -m benchmarks.load --only ws_rows     # as BENCHMARKS.md's rows (benchmarks/run.py)
     python -m benchmarks.load.ws_rows [--edits 20000] [--members 1000] [--rounds 10]
                                       [--idle 2000] [--docs 100] [--only gateway,hocuspocus,...]
 
@@ -332,21 +333,34 @@ async def loaded(server: Server, docs: int) -> Any:
             "kib_per_document": round(per, 1)}  # fmt: skip
 
 
-async def run(args: argparse.Namespace) -> None:
+async def measure(args: argparse.Namespace, emit: bool = True) -> list[dict[str, Any]]:
+    """Every chosen row on every chosen server, as printed dicts (``emit``: print each)."""
     common.pin_client()
     edits = patches(load_trace())[: args.edits]
     chosen = args.only.split(",") if args.only else [*servers(), "gateway-grpc"]
+    wanted = set(args.rows.split(","))
+    out: list[dict[str, Any]] = []
+
+    def keep(rows: list[dict[str, Any]]) -> None:
+        out.extend(rows)
+        if emit:
+            for row in rows:
+                print(json.dumps(row), flush=True)
+
     for key in chosen:
         if key == "gateway-grpc":
+            if "1" not in wanted:
+                continue
             # Row 1 over gRPC CollaborativeSession (streams.py's session row, same edits).
             from .streams import Plan, session_grpc
 
             with common.gateway("--no-access-log") as gw:
                 row = await session_grpc(gw.target, gw.pid, edits, Plan.of(False), None)
-            print(json.dumps({"row": "two members, trace edits",
-                              "server": "gateway (gRPC CollaborativeSession)", **row}))  # fmt: skip
+            keep([{"row": "two members, trace edits", "key": key,
+                   "server": "gateway (gRPC CollaborativeSession)",
+                   "server_cpu_us_per_edit": row["server_cpu_us_per_op"], **row}])  # fmt: skip
             continue
-        wanted = set(args.rows.split(","))
+        rows: list[dict[str, Any]] = []
         with servers()[key] as server:
             rows = [await two_members(server, edits, 500)] if "1" in wanted else []
             if wanted & {"2", "3"}:
@@ -357,10 +371,61 @@ async def run(args: argparse.Namespace) -> None:
             with servers()[key] as server:  # fresh: see loaded()
                 rows.append(await loaded(server, args.loaded))
         for row in rows:
-            print(json.dumps(row), flush=True)
+            row["key"] = key
+        keep(rows)
+    return out
 
 
-def main() -> None:
+#: (row prefix, figure, unit, section name) of the table rows, each gateway vs each peer.
+_FIGURES = (
+    ("two members", "server_cpu_us_per_edit", "µs", "two members: server CPU per edit"),
+    ("one edit to", "server_cpu_ms_per_edit", "ms", "one edit to N members: server CPU per edit"),
+    ("one edit to", "p50_ms_until_last", "ms", "one edit to N members: p50 until the last has it"),
+    ("connecting", "seconds", "s", "connecting N members to one document"),
+    ("RSS per idle", "kib_per_connection", "KiB", "RSS per idle connection"),
+    ("RSS per loaded", "kib_per_document", "KiB", "RSS per loaded 2 KB document"),
+)
+#: The issue's bar per peer: ahead of pycrdt-websocket on every row, within 2x of Hocuspocus
+#: on CPU per edit and fan-out (lower is better for every figure here).
+_BAR = {"pycrdt-websocket": ("ahead of pycrdt-websocket", 1.0),
+        "hocuspocus": ("within 2x of Hocuspocus", 2.0)}  # fmt: skip
+_HOCUSPOCUS_BAR = {"server_cpu_us_per_edit", "server_cpu_ms_per_edit", "p50_ms_until_last"}
+
+
+def table(results: list[dict[str, Any]], quick: bool) -> list[common.Row]:
+    """BENCHMARKS.md rows: for each figure, the gateway (y-websocket endpoint, and the gRPC
+    session for row 1) against each peer measured in the same run."""
+    rows: list[common.Row] = []
+    for prefix, figure, unit, name in _FIGURES:
+        found = [r for r in results if r["row"].startswith(prefix) and figure in r]
+        ours = [r for r in found if r["server"].startswith("gateway")]
+        for peer_key, (goal, limit) in _BAR.items():
+            peer = next((r for r in found if r.get("key") == peer_key), None)
+            for mine in ours:
+                base = peer[figure] if peer else None
+                has_goal = peer_key == "pycrdt-websocket" or figure in _HOCUSPOCUS_BAR
+                row = common.Row(
+                    section="WebSocket sessions (issue 10)", name=f"{name}, {mine['server']}",
+                    unit=unit, ours=mine[figure], baseline=base,
+                    baseline_name=peer["server"] if peer else peer_key,
+                    goal=goal if has_goal else "",
+                )  # fmt: skip
+                if has_goal and row.ratio is not None:
+                    row.met = row.ratio < limit if limit == 1.0 else row.ratio <= limit
+                rows.append(row)
+    return rows
+
+
+def run(quick: bool) -> list[common.Row]:
+    """The load harness's group (``python -m benchmarks.load --only ws_rows``): quick sizes
+    keep CI's smoke short (a few seconds a server)."""
+    sizes = (["--edits", "1000", "--members", "50", "--rounds", "3", "--idle", "100",
+              "--docs", "10", "--loaded", "20"] if quick else [])  # fmt: skip
+    results = asyncio.run(measure(parser().parse_args(sizes)))
+    return table(results, quick)
+
+
+def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser()
     ap.add_argument("--edits", type=int, default=20_000)
     ap.add_argument("--members", type=int, default=1_000)
@@ -370,7 +435,11 @@ def main() -> None:
     ap.add_argument("--only", default="")
     ap.add_argument("--rows", default="1,2,3,4,5", help="which rows")
     ap.add_argument("--loaded", type=int, default=500, help="documents of row 5")
-    asyncio.run(run(ap.parse_args()))
+    return ap
+
+
+def main() -> None:
+    asyncio.run(measure(parser().parse_args()))
 
 
 if __name__ == "__main__":

@@ -1,14 +1,22 @@
 #!/usr/bin/env bash
 # The one test command: creates .venv (if missing), installs virtualdom with its test extras,
-# the Node packages (buf for proto lint, yjs for interop tests) and grpcurl and
-# grpc-health-probe (Go) for the quick-start and operations tests, then runs ruff, mypy --strict
+# PostgreSQL's server (apt, when missing), the Node packages (buf for proto lint, yjs for
+# interop tests) and grpcurl and grpc-health-probe (Go) for the quick-start and operations tests, then runs ruff, mypy --strict
 # and pytest. Extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
-.venv/bin/python -m pip install -q -e '.[test,otel,bench]'
+.venv/bin/python -m pip install -q -e '.[test,otel,bench,postgres]'
+# PostgreSQL's server binaries, for the PostgreSQL store's tests (tests/postgres_server.py runs
+# initdb + pg_ctl on a temporary folder): Debian's package, when they are missing.
+if ! ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends postgresql >/dev/null
+fi
 for dir in proto tests/js; do
   if [ -f "$dir/package-lock.json" ]; then
     (cd "$dir" && npm ci --silent --no-audit --no-fund)

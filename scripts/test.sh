@@ -8,7 +8,10 @@ cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
-.venv/bin/python -m pip install -q -e '.[test,otel,bench,postgres]'
+# strict: the editable install is a link tree under build/ that mypy can read (it cannot run the
+# import hook of a lenient one; pyproject.toml [tool.setuptools]). A module added later needs this
+# line again.
+.venv/bin/python -m pip install -q -e '.[test,otel,bench,postgres]' --config-settings editable_mode=strict
 # PostgreSQL's server binaries, for the PostgreSQL store's tests (tests/postgres_server.py runs
 # initdb + pg_ctl on a temporary folder): Debian's package, when they are missing.
 if ! ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then

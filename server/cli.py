@@ -14,7 +14,7 @@ from virtualdom.client.cli import add_commands as add_client_commands
 from virtualdom.client.cli import run as run_client_command
 
 from .config import GatewayConfig
-from .observability import configure_logging
+from .logs import configure_logging
 from .settings import ConfigError, unknown_env
 from .settings import add_arguments as add_setting_arguments
 from .settings import dump as dump_settings

@@ -1,54 +1,42 @@
-"""Observability: the access log, Prometheus metrics and (optional) OpenTelemetry tracing.
+"""The call observer: the access log, metrics and traces of every call.
 
 One layer of the call pipeline (:class:`CallObserver`, outermost, so it also sees calls that
-the security layer refuses; server/pipeline.py) measures every call of every service:
+the security layer refuses; server/pipeline.py) measures every call of every service and feeds:
 
 * the **access log**: one structured line per unary call and per stream end, on the
   ``virtualdom.access`` logger — method, node id (or prefix; the documents a session joined),
   principal, peer, status code, duration, request/response bytes and messages, request id.
   Payloads (diffs, snapshots, updates, presence) and metadata (tokens) are never logged: only
-  the fields above are read from a request.
-* **metrics** (:class:`Metrics`, ``metrics_address``): RPC counts and latency histograms by
-  method and status code, bytes in/out, open streams; from the gateway's state at each scrape:
-  loaded documents, open subscriptions, sessions and memberships, feed head, subscriber lag; from
-  the store's commit hook: commit (fsync) latency and batch size.
-* **traces** (``tracing = "console" | "otlp"``, the optional ``otel`` extra): one server span per
-  call, a child of the caller's span when it sent W3C ``traceparent`` metadata.
+  the fields above are read from a request. Formatting: server/logs.py.
+* **metrics** (server/metrics.py, ``metrics_address``).
+* **traces** (server/tracing.py, ``tracing = "console" | "otlp"``, the optional ``otel`` extra).
 
-Logging format (``log_format``): ``text`` (human) or ``json`` (one object per line, with the
-call's ``request_id`` on every line written during a call); see :func:`configure_logging`.
+:class:`Observability` holds the three for one gateway. The names that lived here before the
+split (``JsonFormatter``, ``TextFormatter``, ``configure_logging``, ``Metrics``, ``Tracer``,
+``split_address``) are still importable from this module.
 """
-
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime as _dt
 import inspect
 import itertools
-import json
 import logging
-import math
 import os
-import re
-import socket
-import socketserver
-import sys
-import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
-from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 import grpc
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app
-from prometheus_client.core import GaugeMetricFamily, Metric
-from prometheus_client.registry import Collector
 
 from . import context as callctx
+from .addresses import split_address, url_host
 from .config import GatewayConfig
+from .logs import JsonFormatter, TextFormatter, configure_logging
+from .metrics import Metrics
 from .pipeline import Handler, Layer
+from .tracing import Tracer
 
 if TYPE_CHECKING:
     from .app import Gateway
@@ -59,6 +47,7 @@ __all__ = [
     "Metrics",
     "Observability",
     "TextFormatter",
+    "Tracer",
     "configure_logging",
     "split_address",
 ]
@@ -75,105 +64,6 @@ SERVER_ERRORS = frozenset(
      grpc.StatusCode.UNIMPLEMENTED}
 )  # fmt: skip
 MAX_LOGGED_ID = 256
-
-
-# -- logging -------------------------------------------------------------------------------------
-
-
-# The last whole second formatted, and its text (one tuple, replaced whole: threads log too).
-_UTC_SECOND: list[tuple[int, str]] = [(-1, "")]
-
-
-def _utc(created: float) -> str:
-    # Formatted once per second: the access log writes a line per call.
-    frac, whole = math.modf(created)
-    micros = round(frac * 1e6)  # as datetime.fromtimestamp rounds
-    if micros >= 1_000_000:
-        whole, micros = whole + 1, micros - 1_000_000
-    second = int(whole)
-    cached = _UTC_SECOND[0]
-    if cached[0] != second:
-        t = _dt.datetime.fromtimestamp(second, _dt.UTC)
-        cached = _UTC_SECOND[0] = (second, t.strftime("%Y-%m-%dT%H:%M:%S."))
-    return f"{cached[1]}{micros // 1000:03d}Z"
-
-
-_NEEDS_ESCAPE = re.compile(r'[\x00-\x1f"\\]')
-
-
-def _json_value(v: Any) -> str:
-    """``json.dumps(v, ensure_ascii=False, default=str)``, without json's machinery for the
-    plain values of an access-log line (a call's line has a dozen of them)."""
-    if isinstance(v, str):
-        if _NEEDS_ESCAPE.search(v) is None:
-            return f'"{v}"'
-    elif v is True or v is False or v is None:
-        return "true" if v is True else "false" if v is False else "null"
-    elif type(v) is int:
-        return str(v)
-    return json.dumps(v, ensure_ascii=False, default=str)
-
-
-class JsonFormatter(logging.Formatter):
-    """One JSON object per line: ``ts``, ``level``, ``logger``, ``msg``, the call's
-    ``request_id`` (when logged inside a call), the record's structured ``fields`` and ``exc``."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        out: dict[str, Any] = {
-            "ts": _utc(record.created),
-            "level": record.levelname,
-            "logger": record.name,
-            "msg": record.getMessage(),
-        }
-        rid = callctx.request_id.get()
-        if rid:
-            out["request_id"] = rid
-        fields = getattr(record, "fields", None)
-        if isinstance(fields, dict):
-            out.update(fields)
-        if record.exc_info:
-            out["exc"] = self.formatException(record.exc_info)
-        return json.dumps(out, ensure_ascii=False, default=str)
-
-
-class TextFormatter(logging.Formatter):
-    """``2026-01-01T12:00:00.000Z INFO virtualdom.access: message key=value ...``."""
-
-    def __init__(self) -> None:
-        super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
-
-    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
-        return _utc(record.created)
-
-    def format(self, record: logging.LogRecord) -> str:
-        line = super().format(record)
-        fields = getattr(record, "fields", None)
-        if isinstance(fields, dict):
-            shown = getattr(record, "in_message", ())  # already in the message text
-            extra = " ".join(f"{k}={_json_value(v)}" for k, v in fields.items() if k not in shown)
-            head, sep, tail = line.partition("\n")  # keep a traceback after the fields
-            line = f"{head} {extra}{sep}{tail}"
-        return line
-
-
-_HANDLER_MARK = "_virtualdom_handler"
-
-
-def configure_logging(level: str = "INFO", fmt: str = "text", stream: Any = None) -> None:
-    """Send every log record at ``level`` or above to ``stream`` (stderr) as ``fmt``
-    (``text`` or ``json``). Calling it again replaces the handler it installed."""
-    root = logging.getLogger()
-    for h in list(root.handlers):
-        if getattr(h, _HANDLER_MARK, False):
-            root.removeHandler(h)
-            h.close()
-    handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
-    handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
-    setattr(handler, _HANDLER_MARK, True)
-    root.addHandler(handler)
-    root.setLevel(level.upper())
-    # grpc's own DEBUG lines (one per call) would bury everything else.
-    logging.getLogger("grpc").setLevel(max(logging.INFO, root.level))
 
 
 # -- per-call state ------------------------------------------------------------------------------
@@ -221,6 +111,11 @@ class CallInfo:
     @property
     def short_method(self) -> str:
         return self.method.lstrip("/")
+
+    @property
+    def server_error(self) -> bool:
+        """The call failed by the gateway's doing (logged at ERROR, an error span)."""
+        return self.code in SERVER_ERRORS
 
     def learn(self, request: Any) -> None:
         """Note the request's node id / prefix / request id (only those fields are read)."""
@@ -514,228 +409,6 @@ def _caller_subject() -> str:
     return subject if isinstance(subject, str) else ""
 
 
-# -- metrics -------------------------------------------------------------------------------------
-
-
-def split_address(address: str) -> tuple[str, int]:
-    """``host:port`` (``[v6]:port``) -> (host, port); ValueError when malformed."""
-    host, sep, port_s = address.rpartition(":")
-    if not sep or not host or not port_s.isdigit():
-        raise ValueError(f"{address!r} is not host:port")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    elif ":" in host:
-        raise ValueError(f"{address!r}: put an IPv6 host in brackets, e.g. [::1]:9464")
-    port = int(port_s)
-    if not 0 <= port <= 65535:
-        raise ValueError(f"{address!r}: port {port} is out of range")
-    return host, port
-
-
-class _QuietHandler(WSGIRequestHandler):
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-
-class _HTTPServer(socketserver.ThreadingMixIn, WSGIServer):
-    daemon_threads = True
-
-
-class _GatewayCollector(Collector):
-    """Gauges read from the gateway's state at scrape time."""
-
-    def __init__(self, gateway: Gateway):
-        self.gateway = gateway
-
-    def collect(self) -> Iterator[Metric]:
-        gw = self.gateway
-        hosts = list(gw.documents.hosts.values()) if gw.documents is not None else []
-        yield GaugeMetricFamily(
-            "virtualdom_documents_loaded", "Documents loaded in memory.", value=len(hosts)
-        )
-        members = sum(len(h.members) for h in hosts)
-        yield GaugeMetricFamily(
-            "virtualdom_session_members", "Session memberships (joined documents).", members
-        )
-        subs = gw.service.subscribers if gw.service is not None else 0
-        yield GaugeMetricFamily(
-            "virtualdom_subscriptions_open", "Open SubscribeChanges streams.", value=subs
-        )
-        sessions = gw.sessions.sessions if gw.sessions is not None else 0
-        yield GaugeMetricFamily(
-            "virtualdom_sessions_open", "Open CollaborativeSession streams.", value=sessions
-        )
-        feed = gw.feed
-        head = feed.head
-        yield GaugeMetricFamily(
-            "virtualdom_feed_head_seq", "Position of the last committed change.", value=head
-        )
-        followers = feed.followers()
-        lags = [max(0, head - f.position) for f in followers]
-        yield GaugeMetricFamily(
-            "virtualdom_followers",
-            "Change-feed followers (subscriptions and session memberships).",
-            value=len(followers),
-        )
-        yield GaugeMetricFamily(
-            "virtualdom_subscriber_lag_max",
-            "Largest subscriber lag: feed head seq minus the follower's position (changes).",
-            value=max(lags, default=0),
-        )
-        yield GaugeMetricFamily(
-            "virtualdom_subscriber_lag_sum", "Sum of all followers' lags (changes).", sum(lags)
-        )
-        yield GaugeMetricFamily(
-            "virtualdom_subscribers_lagging", "Followers behind the feed head.",
-            value=sum(1 for lag in lags if lag > 0),
-        )  # fmt: skip
-
-
-class Metrics:
-    """The gateway's Prometheus metrics, in a registry of its own (one per gateway)."""
-
-    def __init__(self) -> None:
-        self.registry = CollectorRegistry(auto_describe=True)
-        r = self.registry
-        self.rpcs = Counter(
-            "virtualdom_rpc_requests", "RPCs handled, by method and status code.",
-            ["method", "code"], registry=r,
-        )  # fmt: skip
-        self.latency = Histogram(
-            "virtualdom_rpc_duration_seconds",
-            "RPC duration (a stream's whole life), by method and status code.",
-            ["method", "code"], registry=r,
-            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5,
-                     10, 30, 60, 300, 3600),
-        )  # fmt: skip
-        self.received = Counter(
-            "virtualdom_rpc_received_bytes", "Request message bytes received, by method.",
-            ["method"], registry=r,
-        )  # fmt: skip
-        self.sent = Counter(
-            "virtualdom_rpc_sent_bytes", "Response message bytes sent, by method.",
-            ["method"], registry=r,
-        )  # fmt: skip
-        self.open_streams = Gauge(
-            "virtualdom_open_streams", "Streaming RPCs in progress, by method.", ["method"],
-            registry=r,
-        )  # fmt: skip
-        self.commit_seconds = Histogram(
-            "virtualdom_store_commit_seconds", "Store commit (fsync) latency.", registry=r,
-            buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5),
-        )  # fmt: skip
-        self.commit_changes = Histogram(
-            "virtualdom_store_commit_changes", "Changes per store commit (group commit size).",
-            registry=r, buckets=(0, 1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096),
-        )  # fmt: skip
-        self._http: _HTTPServer | None = None
-        self._thread: threading.Thread | None = None
-        self._collector: _GatewayCollector | None = None
-
-    def on_commit(self, seconds: float, changes: int) -> None:
-        """The store's commit hook (called from its writer thread)."""
-        self.commit_seconds.observe(seconds)
-        self.commit_changes.observe(changes)
-
-    def watch(self, gateway: Gateway) -> None:
-        if self._collector is None:
-            self._collector = _GatewayCollector(gateway)
-            self.registry.register(self._collector)
-
-    def serve(self, address: str) -> int:
-        """Serve ``/metrics`` over HTTP on ``address`` (port 0: any); returns the bound port."""
-        host, port = split_address(address)
-        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[
-            0
-        ][0]
-        server_class = type("_MetricsServer", (_HTTPServer,), {"address_family": family})
-        self._http = make_server(
-            host, port, make_wsgi_app(self.registry), server_class, handler_class=_QuietHandler
-        )
-        self._thread = threading.Thread(
-            target=self._http.serve_forever, kwargs={"poll_interval": 0.05},
-            name="metrics-http", daemon=True,
-        )  # fmt: skip
-        self._thread.start()
-        return int(self._http.server_port)
-
-    def close(self) -> None:
-        if self._http is not None:
-            self._http.shutdown()
-            self._http.server_close()
-            self._http = None
-        if self._thread is not None:
-            self._thread.join()
-            self._thread = None
-
-
-# -- tracing (optional: the "otel" extra) --------------------------------------------------------
-
-
-class Tracer:
-    """Server spans for RPCs, exported to the console or by OTLP (OTEL_EXPORTER_OTLP_* env)."""
-
-    def __init__(self, exporter: str):
-        import os
-
-        from opentelemetry.sdk.resources import Resource
-        from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
-        from opentelemetry.sdk.trace.export import (
-            BatchSpanProcessor,
-            ConsoleSpanExporter,
-            SimpleSpanProcessor,
-        )
-        from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
-
-        attrs = {} if os.environ.get("OTEL_SERVICE_NAME") else {"service.name": "virtualdom"}
-        self.provider = TracerProvider(resource=Resource.create(attrs))
-        processor: SpanProcessor
-        if exporter == "console":
-            processor = SimpleSpanProcessor(ConsoleSpanExporter(out=sys.stdout))
-        elif exporter == "otlp":
-            from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
-
-            processor = BatchSpanProcessor(OTLPSpanExporter())
-        else:
-            raise ValueError(f"unknown tracing exporter {exporter!r}")
-        self.provider.add_span_processor(processor)
-        self.tracer = self.provider.get_tracer("virtualdom.server")
-        self.propagator = TraceContextTextMapPropagator()
-
-    def start(self, call: CallInfo, metadata: Any) -> Any:
-        from opentelemetry.trace import SpanKind
-
-        carrier = {k: v for k, v in (metadata or ()) if isinstance(v, str)}
-        parent = self.propagator.extract(carrier) if "traceparent" in carrier else None
-        service, _, method = call.short_method.partition("/")
-        return self.tracer.start_span(
-            call.short_method,
-            context=parent,
-            kind=SpanKind.SERVER,
-            attributes={"rpc.system": "grpc", "rpc.service": service, "rpc.method": method},
-        )
-
-    def end(self, span: Any, call: CallInfo) -> None:
-        from opentelemetry.trace import Status, StatusCode
-
-        span.set_attribute("rpc.grpc.status_code", call.code.value[0])
-        if call.node_id:
-            span.set_attribute("virtualdom.node_id", call.node_id)
-        if call.prefix is not None:
-            span.set_attribute("virtualdom.prefix", call.prefix)
-        if call.principal:
-            span.set_attribute("enduser.id", call.principal)
-        span.set_attribute("virtualdom.request_id", call.request_id)
-        span.set_attribute("rpc.request.size", call.req_bytes)
-        span.set_attribute("rpc.response.size", call.resp_bytes)
-        if call.code in SERVER_ERRORS:
-            span.set_status(Status(StatusCode.ERROR, call.code.name))
-        span.end()
-
-    def close(self) -> None:
-        self.provider.shutdown()
-
-
 # -- together ------------------------------------------------------------------------------------
 
 
@@ -768,7 +441,7 @@ class Observability:
         if address:
             self.metrics_port = self.metrics.serve(address)
             host = split_address(address)[0]
-            log.info("metrics on http://%s:%d/metrics", _url_host(host), self.metrics_port)
+            log.info("metrics on http://%s:%d/metrics", url_host(host), self.metrics_port)
 
     def record(self, call: CallInfo, seconds: float) -> None:
         m = self.metrics
@@ -795,7 +468,7 @@ class Observability:
                 open_streams.dec()
         if not self.access_log:
             return
-        if call.code in SERVER_ERRORS:
+        if call.server_error:
             level = logging.ERROR
         elif call.code == grpc.StatusCode.OK and call.method.startswith(QUIET_SERVICES):
             level = logging.DEBUG
@@ -817,6 +490,3 @@ class Observability:
         if self.tracer is not None:
             self.tracer.close()
 
-
-def _url_host(host: str) -> str:
-    return f"[{host}]" if ":" in host else host

@@ -39,8 +39,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from .addresses import split_address
 from .config import GatewayConfig
-from .observability import split_address
 
 __all__ = [
     "ENV_PREFIX",

@@ -330,7 +330,7 @@ def test_log_line_values_and_timestamps_match_json_and_datetime() -> None:
     from hypothesis import given, settings
     from hypothesis import strategies as st
 
-    from virtualdom.server.observability import _json_value, _utc
+    from virtualdom.server.logs import _json_value, _utc
 
     values = st.one_of(
         st.text(), st.integers(), st.floats(allow_nan=True), st.booleans(), st.none(),

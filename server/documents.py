@@ -285,6 +285,13 @@ class DocumentHost:
                     for w in batch:
                         _fail(w.future, Unavailable(f"the write was not stored: {exc2}"))
                     return
+            except StoreError as exc:
+                # A read before the append failed (a request id's lookup): nothing stored,
+                # but the replica may hold some of the batch; rebuilt before the next command.
+                self.stale = True
+                for w in batch:
+                    _fail(w.future, Unavailable(f"the write was not stored: {exc}"))
+                return
         for w in batch:
             _fail(w.future, Unavailable("the document is written elsewhere too often; retry"))
 

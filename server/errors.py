@@ -23,6 +23,8 @@ from virtualdom.engine import (
 )
 from virtualdom.v1 import gateway_pb2 as pb
 
+from .store import StoreError
+
 
 class GatewayError(Exception):
     """Base of the gateway's own errors."""
@@ -120,6 +122,9 @@ _TABLE: list[tuple[type[BaseException], grpc.StatusCode, str]] = [
     (PermissionDenied, grpc.StatusCode.PERMISSION_DENIED, "PERMISSION_DENIED"),
     (ShuttingDown, grpc.StatusCode.UNAVAILABLE, "SHUTTING_DOWN"),
     (Unavailable, grpc.StatusCode.UNAVAILABLE, "UNAVAILABLE"),
+    # The store could not be read or written (a database down or cut off): retry, maybe on
+    # another gateway; a write's retry with its request id finds it if it was stored.
+    (StoreError, grpc.StatusCode.UNAVAILABLE, "UNAVAILABLE"),
 ]
 
 

@@ -133,13 +133,17 @@ class PostgresStore:
             url,
             min_size=1,
             max_size=pool_size,
-            kwargs={"autocommit": True},
+            kwargs={"autocommit": True, "application_name": "virtualdom"},
             configure=_configure,
             # A connection the database dropped (restart, network cut) is replaced at checkout.
             check=AsyncConnectionPool.check_connection,
+            # A call waits this long for a connection when the database is unreachable, then
+            # fails UNAVAILABLE (the client retries, maybe on another gateway).
+            timeout=5.0,
             open=False,
         )
         self._writer_conn: psycopg.AsyncConnection[Any] | None = None
+        self._listen_conn: psycopg.AsyncConnection[Any] | None = None
         self._jobs: asyncio.Queue[_Job | None] = asyncio.Queue()
         self._tasks: list[asyncio.Task[None]] = []
         self._actor = ""
@@ -160,8 +164,8 @@ class PostgresStore:
     async def open(self, on_commit: CommitHook | None) -> None:
         self.on_commit = on_commit
         try:
-            await self._pool.open(wait=True, timeout=30)
-            async with self._pool.connection() as conn, conn.transaction():
+            await self._pool.open(wait=True, timeout=10)
+            async with self._pool.connection(10.0) as conn, conn.transaction():
                 await conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
                 await conn.execute(SCHEMA)
                 await conn.execute(
@@ -186,16 +190,21 @@ class PostgresStore:
         self._jobs.put_nowait(None)
         writer, *others = self._tasks
         with contextlib.suppress(Exception):
-            await writer  # queued appends finish first
+            await asyncio.wait_for(writer, 30)  # queued appends finish first
         for t in others:
             t.cancel()
+        if self._listen_conn is not None:
+            # Closed under it: psycopg's notifies() would otherwise send a cancel request
+            # to the server first, and wait for it (seconds, when the database is cut off).
+            with contextlib.suppress(Exception):
+                self._listen_conn.pgconn.finish()
         for t in others:
             with contextlib.suppress(asyncio.CancelledError, Exception):
-                await t
+                await asyncio.wait_for(t, 5)
         if self._writer_conn is not None:
             with contextlib.suppress(Exception):
-                await self._writer_conn.close()
-        await self._pool.close()
+                await asyncio.wait_for(self._writer_conn.close(), 5)
+        await self._pool.close(timeout=5)
 
     async def actor_id(self) -> str:
         # A fresh id for every process start, from a sequence in the database: never two
@@ -250,7 +259,7 @@ class PostgresStore:
                     await conn.close()
             self._writer_conn = None
             conn = await psycopg.AsyncConnection.connect(
-                self.url, autocommit=True, connect_timeout=10
+                self.url, autocommit=True, connect_timeout=5, application_name="virtualdom-writer"
             )
             await _configure(conn)
             self._writer_conn = conn
@@ -388,8 +397,12 @@ class PostgresStore:
         while not self._closed:
             try:
                 conn = await psycopg.AsyncConnection.connect(
-                    self.url, autocommit=True, connect_timeout=10
+                    self.url,
+                    autocommit=True,
+                    connect_timeout=5,
+                    application_name="virtualdom-listener",
                 )
+                self._listen_conn = conn
                 async with conn:
                     await conn.execute(f"LISTEN {CHANNEL}")
                     self.listener_pid = conn.info.backend_pid
@@ -423,7 +436,7 @@ class PostgresStore:
     async def put_snapshot(self, snapshot: StoredSnapshot, prune_before: int | None) -> None:
         s = snapshot
         try:
-            async with self._pool.connection() as conn, conn.transaction():
+            async with self._pool.connection(self._wait()) as conn, conn.transaction():
                 # One compaction of a document at a time, whichever gateway runs it.
                 await conn.execute("SELECT pg_advisory_xact_lock(%s)", (_lock_key(s.node_id),))
                 await conn.execute(
@@ -456,9 +469,14 @@ class PostgresStore:
 
     # -- reads -----------------------------------------------------------------------------------
 
+    def _wait(self) -> float:
+        """How long a call waits for a pooled connection: short while the listener cannot
+        reach the database (it is down or cut off: fail fast, the client retries elsewhere)."""
+        return 5.0 if self.listening.is_set() else 0.5
+
     async def _fetch(self, sql: str, args: tuple[object, ...]) -> list[tuple[Any, ...]]:
         try:
-            async with self._pool.connection() as conn:
+            async with self._pool.connection(self._wait()) as conn:
                 cur = await conn.execute(sql, args)
                 return await cur.fetchall()
         except (psycopg.Error, OSError) as exc:
@@ -466,7 +484,7 @@ class PostgresStore:
 
     async def load(self, node_id: bytes) -> tuple[StoredSnapshot | None, list[StoredChange]]:
         try:
-            async with self._pool.connection() as conn:
+            async with self._pool.connection(self._wait()) as conn:
                 # One snapshot of the database: a compaction between the two reads could
                 # otherwise prune changes the older snapshot read first still needs.
                 await conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import random
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -197,3 +198,33 @@ async def test_compaction_under_load_on_two_gateways_and_a_resume_older_than_it(
             await rpc_error(call.read(), grpc.StatusCode.OUT_OF_RANGE)
         for s in subs:
             s.cancel()
+
+
+@async_test(timeout=120)
+async def test_a_subscriber_on_b_misses_nothing_while_bs_listener_connection_is_killed(
+    tmp_path, pg_url
+):
+    """NOTIFY is lost while B's LISTEN connection is down: B reads the log when it is back
+    (and on its slow timer), so its subscriber still gets every change, in order, once."""
+    import psycopg
+
+    async with gateways(tmp_path, pg_url, 2) as [(_, a), (gw_b, b)]:
+        store_b: Any = gw_b.store
+        await write(a, NODE, set_("n", 0))
+        sub = Subscriber(b, NODE)
+        await sub.start(from_version=0)
+        version = 1
+        for _ in range(3):
+            await asyncio.wait_for(store_b.listening.wait(), 30)
+            pid = store_b.listener_pid
+            async with await psycopg.AsyncConnection.connect(pg_url, autocommit=True) as admin:
+                await admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+            for i in range(5):  # while B is (re)connecting its listener
+                await a.WriteDiff(write_request(NODE, "a", f"l{version}-{i}"))
+            version += 5
+            await sub.until(version)
+            assert store_b.listener_pid != pid or not store_b.listening.is_set()
+        sub.contiguous(1, version)
+        await check_log(pg_url, NODE, set())
+        assert await snapshot_of(a, NODE) == await snapshot_of(b, NODE)
+        sub.cancel()

@@ -9,6 +9,7 @@ time: the asserts only check that what was timed did the work.
 from __future__ import annotations
 
 import json
+import random
 import subprocess
 import sys
 from pathlib import Path
@@ -36,9 +37,11 @@ from benchmarks.workloads import (
     size_label,
     timed_in_setup,
 )
+from tests.trace_data import two_writer_updates
 from virtualdom.engine import Replica
 from virtualdom.engine.clock import tick_client_for
-from virtualdom.engine.replica import _varuint
+from virtualdom.engine.pycrdt_internals import apply_update_in
+from virtualdom.engine.yencode import tick_update, varuint
 
 ROOT = Path(__file__).resolve().parent.parent
 TICK = bson.encode({"ops": [{"op": "inc", "path": "counter", "by": 1}]})
@@ -106,8 +109,8 @@ def test_replay_pycrdt_capture_tick(
 
 def replay_raw_ticking(doc: Doc[Any], text: Any, edits: list[tuple[int, int, str]]) -> None:
     """workloads.replay_raw plus the engine's clock tick: a delete-only edit also applies, in
-    its transaction, a one-unit GC struct of the actor's tick client (Replica._tick)."""
-    ydoc, head, tick = doc._doc, b"\x01\x01" + _varuint(tick_client_for("author")), 0
+    its transaction, a one-unit GC struct of the actor's tick client (OwnClients.tick)."""
+    client, tick = varuint(tick_client_for("author")), 0
     transaction = doc.transaction
     for pos, deleted, inserted in edits:
         with transaction() as txn:
@@ -116,7 +119,7 @@ def replay_raw_ticking(doc: Doc[Any], text: Any, edits: list[tuple[int, int, str
             if inserted:
                 text.insert(pos, inserted)
             else:
-                ydoc.apply_update(txn._txn, head + _varuint(tick) + b"\x00\x01\x00")
+                apply_update_in(txn, doc, tick_update(client, tick))
                 tick += 1
 
 
@@ -224,6 +227,53 @@ def test_merge_medium_pycrdt(benchmark: Any, shared: dict[str, Any]) -> None:
     benchmark.pedantic(
         lambda d: d.apply_update(state), setup=timed_in_setup(Doc), rounds=ROUNDS_MERGE
     )
+
+
+#: Updates of the out-of-order merge rows: a backlog of this many single-edit updates.
+BACKLOG = 20_000
+
+
+def backlog(shared: dict[str, Any], edits: list[tuple[int, int, str]]) -> tuple[list[bytes], Any]:
+    """The updates of two writers taking turns over the trace's first BACKLOG edits."""
+    if "backlog" not in shared:
+        shared["backlog"] = two_writer_updates(edits[:BACKLOG])
+    out: tuple[list[bytes], Any] = shared["backlog"]
+    return out
+
+
+def merge_each(fresh: Replica, updates: list[bytes]) -> Replica:
+    merge = fresh.merge
+    for update in updates:
+        merge(update)
+    return fresh
+
+
+def test_merge_shuffled_engine(
+    benchmark: Any, shared: dict[str, Any], edits: list[tuple[int, int, str]]
+) -> None:
+    updates, writer = backlog(shared, edits)
+    shuffled = list(updates)
+    random.Random(1).shuffle(shuffled)
+    info(
+        benchmark, "merge-shuffled",
+        f"Merge a backlog of {len(updates):,} single-edit updates (two writers) delivered "
+        "in random order, one merge each", "ours", target="≤ 2× in order",
+    )  # fmt: skip
+    r = benchmark.pedantic(
+        merge_each, setup=lambda: ((Replica("reader"), shuffled), {}), rounds=ROUNDS_MERGE,
+    )  # fmt: skip
+    assert r.pending == 0 and r.snapshot() == writer.snapshot()
+
+
+def test_merge_in_order_engine(
+    benchmark: Any, shared: dict[str, Any], edits: list[tuple[int, int, str]]
+) -> None:
+    updates, writer = backlog(shared, edits)
+    info(benchmark, "merge-shuffled", "", "baseline", baseline="the same updates in order")
+    r = benchmark.pedantic(
+        merge_each, setup=lambda: ((Replica("reader"), updates), {}), rounds=ROUNDS_MERGE,
+    )  # fmt: skip
+    assert r.pending == 0 and r.snapshot() == writer.snapshot()
 
 
 # -- 3. snapshot encoding (and building the large document) ------------------------------------

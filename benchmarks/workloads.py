@@ -96,7 +96,7 @@ def new_raw_text(capture: bool) -> tuple[Doc[Any], Text, list[bytes]]:
 
 
 def replay_raw(
-    doc: Doc[Any], text: Text, edits: list[tuple[int, int, str]], tick: Map | None = None
+    doc: Doc[Any], text: Text, edits: list[tuple[int, int, str]], tick: Map[Any] | None = None
 ) -> None:
     """One transaction per edit. The trace is ASCII, so code-point positions are pycrdt's
     UTF-8 offsets as they are (a non-ASCII app would have to convert them, as the engine does).

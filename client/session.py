@@ -252,10 +252,24 @@ class Session:
             except BaseException as exc:
                 self._pending.pop(seq, None)
                 if isinstance(exc, grpc.aio.AioRpcError | asyncio.InvalidStateError):
-                    ended = self._ended.message if self._ended else "the stream has ended"
-                    raise SessionClosed(f"the session has ended: {ended}") from exc
+                    raise await self._write_failed(exc) from exc
                 raise
         return seq
+
+    async def _write_failed(self, exc: BaseException) -> GatewayError:
+        """The error for a write to a stream that has ended: the stream's own status (a
+        refused session raises Unauthenticated, not SessionClosed), read by the reader task
+        (a write can fail before the status has been read)."""
+        reader = self._reader
+        if self._ended is None and reader is not None and not reader.done():
+            with contextlib.suppress(TimeoutError, asyncio.CancelledError):
+                await asyncio.wait_for(asyncio.shield(reader), self._close_timeout)
+        if self._ended is not None and not isinstance(self._ended, SessionClosed):
+            return self._ended
+        if isinstance(exc, grpc.aio.AioRpcError) and exc.code() != grpc.StatusCode.INTERNAL:
+            return error_from_rpc(exc)
+        ended = self._ended.message if self._ended else "the stream has ended"
+        return SessionClosed(f"the session has ended: {ended}")
 
     async def _request(self, msg: pb.SessionMessage) -> asyncio.Future[Any]:
         """Send a message whose answer is awaited; returns the answer's future."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import bson
@@ -60,6 +60,28 @@ def validate_clock(clock: Mapping[str, Any]) -> VectorClock:
     return out
 
 
-def dominates(a: Mapping[str, int], b: Mapping[str, int]) -> bool:
-    """True when ``a`` has seen everything ``b`` has."""
-    return all(a.get(k, 0) >= v for k, v in b.items())
+class ActorNames:
+    """Yjs client ids back to actor names: an actor registers its name in the document's
+    ``actors`` map (docs/ARCHITECTURE.md, "CRDT layout"), and both its client ids derive from
+    it; a client that never registered is ``"y:<client id>"``."""
+
+    __slots__ = ("_actor", "_known", "_names", "_own")
+
+    def __init__(self, actor: str) -> None:
+        self._actor = actor
+        self._own = (client_id_for(actor), tick_client_for(actor))
+        self._names: dict[int, str] = {}
+        self._known: set[str] = set()
+
+    def name(self, client: int, registered: Callable[[], Iterable[str]]) -> str:
+        """The actor of ``client``; ``registered`` lists the names in the ``actors`` map (read
+        only when ``client`` is not known yet)."""
+        if client in self._own:
+            return self._actor
+        if client not in self._names:
+            for name in registered():
+                if name not in self._known:
+                    self._known.add(name)
+                    self._names[client_id_for(name)] = name
+                    self._names[tick_client_for(name)] = name
+        return self._names.get(client, f"{ANONYMOUS}{client}")

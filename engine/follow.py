@@ -28,6 +28,7 @@ from typing import Any
 
 from .diff import Op, Path, parse_diff
 from .errors import MalformedDiff, PathError, TypeMismatch
+from .paths import fmt, get, step
 from .values import add_number, decode_document, is_number
 
 __all__ = ["apply_diff", "apply_ops"]
@@ -61,41 +62,24 @@ def _copy(value: Any) -> Any:
     return value
 
 
-def _fmt(path: Path) -> str:
-    return ".".join(str(p) for p in path) or "<document>"
-
-
-def _seg(container: Any, seg: str | int, where: Path) -> str | int:
+def _key(container: Any, seg: str | int, where: Path) -> str | int:
+    """The last segment of a path as a key of its parent (an index into an array)."""
     if isinstance(container, list):
         if isinstance(seg, str):
             if not seg.isdigit():
-                raise TypeMismatch(f"{_fmt(where)}: field name into an array", where)
+                raise TypeMismatch(f"{fmt(where)}: field name into an array", where)
             return int(seg)
         return seg
     if isinstance(container, dict):
         if not isinstance(seg, str):
-            raise TypeMismatch(f"{_fmt(where)}: index {seg} into a document", where)
+            raise TypeMismatch(f"{fmt(where)}: index {seg} into a document", where)
         return seg
-    raise TypeMismatch(f"{_fmt(where)}: {type(container).__name__} has no fields", where)
-
-
-def _child(container: Any, seg: str | int, where: Path) -> Any:
-    key = _seg(container, seg, where)
-    if isinstance(container, list):
-        assert isinstance(key, int)
-        if not 0 <= key < len(container):
-            raise PathError(f"{_fmt(where)}: index out of range (length {len(container)})", where)
-        return container[key]
-    if key not in container:
-        raise PathError(f"{_fmt(where)}: no such field", where)
-    return container[key]
+    raise TypeMismatch(f"{fmt(where)}: {type(container).__name__} has no fields", where)
 
 
 def _parent(doc: dict[str, Any], path: Path) -> tuple[Any, str | int]:
-    node: Any = doc
-    for i, seg in enumerate(path[:-1]):
-        node = _child(node, seg, path[: i + 1])
-    return node, _seg(node, path[-1], path)
+    node = get(doc, path[:-1])
+    return node, _key(node, path[-1], path)
 
 
 def _apply(doc: dict[str, Any], op: Op) -> None:
@@ -106,7 +90,7 @@ def _apply(doc: dict[str, Any], op: Op) -> None:
         if isinstance(parent, list):
             assert isinstance(key, int)
             if not 0 <= key < len(parent):
-                raise PathError(f"{_fmt(path)}: index out of range (length {len(parent)})", path)
+                raise PathError(f"{fmt(path)}: index out of range (length {len(parent)})", path)
             parent[key] = value
         elif op.at is None or (key in parent and list(parent).index(key) == op.at):
             parent[key] = value
@@ -119,28 +103,28 @@ def _apply(doc: dict[str, Any], op: Op) -> None:
         return
     if op.op == "remove":
         if not isinstance(parent, dict):
-            raise TypeMismatch(f"{_fmt(path)}: remove takes a document field; use delete", path)
+            raise TypeMismatch(f"{fmt(path)}: remove takes a document field; use delete", path)
         parent.pop(key, None)
         return
-    target = _child(parent, key, path)
+    target = step(parent, key, path)
     if op.op in ("insert", "delete"):
         if not isinstance(target, list):
-            raise TypeMismatch(f"{_fmt(path)}: {op.op} needs an array", path)
+            raise TypeMismatch(f"{fmt(path)}: {op.op} needs an array", path)
         if op.op == "insert":
             if op.index > len(target):
-                raise PathError(f"{_fmt(path)}: insert index {op.index} > {len(target)}", path)
+                raise PathError(f"{fmt(path)}: insert index {op.index} > {len(target)}", path)
             target[op.index : op.index] = [_copy(v) for v in op.values]
         else:
             if op.index + op.count > len(target):
-                raise PathError(f"{_fmt(path)}: delete beyond length {len(target)}", path)
+                raise PathError(f"{fmt(path)}: delete beyond length {len(target)}", path)
             del target[op.index : op.index + op.count]
     elif op.op == "splice":
         if type(target) is not str:  # not Code, a str subclass
-            raise TypeMismatch(f"{_fmt(path)}: splice needs a string", path)
+            raise TypeMismatch(f"{fmt(path)}: splice needs a string", path)
         if op.index + op.count > len(target):
-            raise PathError(f"{_fmt(path)}: splice beyond length {len(target)}", path)
+            raise PathError(f"{fmt(path)}: splice beyond length {len(target)}", path)
         parent[key] = target[: op.index] + op.text + target[op.index + op.count :]
     elif op.op == "inc":
         if not isinstance(parent, dict) or not is_number(target):
-            raise TypeMismatch(f"{_fmt(path)}: inc needs an int32, int64 or double field", path)
+            raise TypeMismatch(f"{fmt(path)}: inc needs an int32, int64 or double field", path)
         parent[key] = add_number(target, op.by)

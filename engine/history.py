@@ -15,13 +15,15 @@ read (``HistoryCompacted`` names it as the oldest readable version).
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Iterator, Mapping
 from typing import Any, NamedTuple
 
 from pycrdt import Doc
 
-from .clock import ClockKey
+from .clock import ClockKey, clock_key
 from .diff import Op
-from .errors import CausalityError, HistoryCompacted
+from .errors import CausalityError, HistoryCompacted, MissingDependencies
+from .pycrdt_internals import apply_updates
 
 #: Updates (and base states) at least this large are not held in memory (see the module doc).
 LARGE_UPDATE = 16 << 20
@@ -80,6 +82,26 @@ class History:
         # Compact in chunks so that the O(document) rebuild is amortised over many versions.
         if self.retain is not None and len(self.records) > self.retain + max(16, self.retain // 4):
             self.compact_to(self.version - self.retain)
+
+    def context_version(self, context: Mapping[str, int], now: Mapping[str, int]) -> int:
+        """The retained version whose clock is ``context`` (a validated clock), for a replica
+        whose clock is ``now``; raises why there is none."""
+        missing = {a: n for a, n in context.items() if n > now.get(a, 0)}
+        if missing:
+            raise MissingDependencies(
+                f"the context names changes this replica has not seen: {missing}", missing
+            )
+        version = self.version_of(clock_key(context))
+        if version is not None:
+            return version
+        base = dict(self.base_clock)
+        if all(n <= base.get(a, 0) for a, n in context.items()):
+            raise HistoryCompacted(
+                f"the context is older than retained history; oldest usable version is "
+                f"{self.base_version} with clock {base}",
+                self.base_version,
+            )
+        raise CausalityError("the context is not a state this replica has had")
 
     def version_of(self, clock: ClockKey) -> int | None:
         if clock == self.base_clock:
@@ -141,18 +163,16 @@ class History:
             self._base_doc = Doc()
             self._base_doc.apply_update(self.base_state)
         self._base_state = None
-        # All folded updates in one transaction of pycrdt's Rust Doc (pycrdt is pinned): one
-        # transaction per update cost three times as much.
-        ydoc = self._base_doc._doc
-        txn = ydoc.create_transaction()
-        try:
+
+        def folded() -> Iterator[bytes]:
             while self.records and self.records[0].version <= version:
                 rec = self.records.popleft()
-                ydoc.apply_update(txn, rec.update)
+                yield rec.update
                 if self.by_clock.get(rec.clock) == rec.version:
                     del self.by_clock[rec.clock]
                 self.base_clock = rec.clock
-            txn.commit()
-        finally:
-            txn.drop()
+
+        # All folded updates in one transaction: one transaction per update cost three times
+        # as much.
+        apply_updates(self._base_doc, folded())
         self.base_version = version

@@ -17,61 +17,30 @@ reading of the CRDT after every step.
 
 from __future__ import annotations
 
-import dataclasses
-import math
-import re
-from collections.abc import Callable, Iterable, Mapping
+from collections import deque
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from pycrdt import Array, Doc, Map, Text, TransactionEvent
+from pycrdt import Doc, Map, TransactionEvent
 
 from . import history, yupdate
-from .clock import (
-    ANONYMOUS,
-    ClockKey,
-    VectorClock,
-    client_id_for,
-    clock_key,
-    tick_client_for,
-    validate_clock,
-)
+from .applier import EventApplier, decode_remote, deletes_beyond, first_client
+from .clock import ANONYMOUS, ActorNames, ClockKey, VectorClock, clock_key, validate_clock
 from .diff import Op, ParsedDiff, Path, encode_ops, parse_diff, parse_path
-from .errors import (
-    CausalityError,
-    EngineError,
-    HistoryCompacted,
-    MalformedDiff,
-    MalformedUpdate,
-    MissingDependencies,
-    PathError,
-    TypeMismatch,
-)
+from .errors import MalformedDiff, MalformedUpdate, MissingDependencies
+from .fastpath import LiveText, canonical_splice, go_live, moved_key, splice_args
 from .history import History, Record
 from .limits import Limits
+from .ordering import OwnClients
+from .paths import get
+from .pending import PendingUpdates
+from .planner import Plan, YNodes, canonical_nan_op
+from .pycrdt_internals import apply_update_in, raw_text, splice_text
 from .transform import transform_ops
-from .values import (
-    META,
-    DocNode,
-    canonical_nans,
-    clean,
-    counter_total,
-    decode_document,
-    delta_from_crdt,
-    delta_to_crdt,
-    depth_of,
-    doc_entries,
-    encode_document,
-    from_crdt,
-    is_number,
-    max_string,
-    node_from_crdt,
-    parse_meta,
-    to_crdt,
-)
+from .values import META, DocNode, decode_document, encode_document, node_from_crdt
+from .yencode import bigints_as_int64
 
-#: Shared types the layout uses: Y.Array (0), Y.Map (1), Y.Text (2).
-_LAYOUT_TYPES = frozenset({0, 1, 2})
 #: Name of the root map holding the document, and of the root map of actor counters.
 ROOT = "doc"
 ACTORS = "actors"
@@ -106,19 +75,11 @@ class Replica:
             )
         self.actor = actor
         self.limits = limits or Limits()
-        self.client_id = client_id_for(actor)
-        #: Our delete-only changes tick the clock under this second client (see _tick).
-        self.tick_id = tick_client_for(actor)
-        #: Our clocks in the Yjs state vector: the main client's, and the tick client's.
-        self._own_main = 0
-        self._ticks = 0
-        #: Whether our next change adding structs must carry a marker needing our last tick,
-        #: and whether our next tick must carry one needing our main clock (see _order).
-        self._tick_marker_due = False
-        self._main_marker_due = True
-        # Our two client ids as lib0 varints, for the tick update and the ordering markers.
-        self._main_enc = _varuint(self.client_id)
-        self._tick_enc = _varuint(self.tick_id)
+        #: Our two Yjs clients (main, and tick for delete-only changes), their clocks and the
+        #: ordering markers' state (engine/ordering.py).
+        self._own = OwnClients(actor)
+        self.client_id = self._own.client_id
+        self.tick_id = self._own.tick_id
         self._doc: Doc[Any] = Doc(client_id=self.client_id)
         self._root: Map[Any] = self._doc.get(ROOT, type=Map)
         self._actors: Map[Any] = self._doc.get(ACTORS, type=Map)
@@ -126,18 +87,15 @@ class Replica:
         self._snapshot: bytes | None = None
         self._size = 5
         self._count = 0
-        self._names: dict[int, str] = {}
+        self._names = ActorNames(actor)
         #: The last clock key the fast path built, and our entry's index in it.
         self._key: ClockKey | None = None
         self._key_at = 0
-        self._known: set[str] = set()
-        self._pending: dict[bytes, yupdate.UpdateInfo] = {}
-        #: (path, pycrdt Text) of the last text spliced: typing splices one text over and over,
-        #: and each Map lookup costs a pycrdt transaction. Dropped by anything that may replace
-        #: a node (every other local op, every merge).
-        self._text_node: tuple[Path, Any] | None = None
+        self._pending = PendingUpdates()
+        #: The CRDT's shared types by path, caching the last text spliced (engine/planner.py).
+        self._tree = YNodes(self._root)
         #: The ASCII text that one-splice diffs are typing into (see _fast_splice), or None.
-        self._live: _LiveText | None = None
+        self._live: LiveText | None = None
         self._last_update = b""
         self._clock: VectorClock | None = {}
         self._registered = False
@@ -170,8 +128,8 @@ class Replica:
         replica._mirror = replica.materialize()
         replica._registered = actor in replica._actors
         replica._clock = None
-        replica.clock()  # reads our own clocks (_own_main, _ticks) from the state vector
-        replica._tick_marker_due = replica._ticks > 0
+        replica.clock()  # reads our own clocks (_own.main, _own.ticks) from the state vector
+        replica._own.tick_marker_due = replica._own.ticks > 0
         # A large state is not held by the history (see history.LARGE_UPDATE): no need to encode
         # it again only for the history to drop it.
         base = state if len(state) >= history.LARGE_UPDATE else replica.encode_state()
@@ -202,8 +160,8 @@ class Replica:
         # tick) summed: every change of ours adds at least one struct to one of them (see
         # _apply_local), so each version has its own clock.
         state = yupdate.decode_state_vector(self._doc.get_state())
-        self._own_main = state.get(self.client_id, 0)
-        self._ticks = state.get(self.tick_id, 0)
+        self._own.main = state.get(self.client_id, 0)
+        self._own.ticks = state.get(self.tick_id, 0)
         clock: VectorClock = {}
         for client, n in state.items():
             if n:
@@ -240,7 +198,7 @@ class Replica:
         else:
             doc = self._materialize_at(version)
         if path:
-            return encode_document({"value": self._get(doc, tuple(path))})
+            return encode_document({"value": get(doc, tuple(path))})
         return encode_document(doc)
 
     def to_python(self) -> dict[str, Any]:
@@ -280,7 +238,7 @@ class Replica:
         """
         self.limits.check("max_diff_bytes", self.limits.max_diff_bytes, len(diff), "diff size")
         if context is None and type(diff) is bytes:
-            splice = _canonical_splice(diff)
+            splice = canonical_splice(diff)
             if splice is not None:
                 change = self._fast_apply(*splice)
                 if change is not None:
@@ -324,8 +282,9 @@ class Replica:
         duplicates are harmless. Returns one change per update that became applicable."""
         self.limits.check("max_diff_bytes", self.limits.max_diff_bytes, len(update), "update size")
         info = self._decode_update(update)
-        if not yupdate.ready(info, self._state()):
-            self._pending[update] = info
+        state = self._state()
+        if not yupdate.ready(info, state):
+            self._pending.add(update, info, state)
             return []
         return self._merge_ready(update, info)
 
@@ -344,9 +303,9 @@ class Replica:
     def _apply_local(self, ops: list[Op], maybe_nan: bool = False) -> Change | None:
         # The planner reads and rewrites the mirror: bring it up to date, leave the fast path.
         self._settle()
-        plan = _Plan(self)
+        plan = self._plan()
         if maybe_nan:
-            ops = [_canonical_nans(op) for op in ops]
+            ops = [canonical_nan_op(op) for op in ops]
         try:
             for i, op in enumerate(ops):
                 plan.add(op, i)
@@ -354,74 +313,43 @@ class Replica:
         except BaseException:
             plan.undo()
             raise
+        self._mirror = plan.mirror  # a replace made a new one
         if not plan.actions:
             return None
         if plan.structural:
-            self._text_node = None
+            self._tree.forget()
         if self._clock is None:
-            self._clock = self._read_clock()  # our own clocks (_own_main, _ticks) are current
+            self._clock = self._read_clock()  # our own clocks (_own.main, .ticks) are current
         self._count += 1
         self._clock = None
         ticked = False
-        main = self._own_main
+        main = self._own.main
         with self._doc.transaction(origin="local") as txn:
             for action in plan.actions:
                 action()
             # Register our name once (a struct of ours); a change that only deletes adds no
-            # struct, so it ticks the clock (see _tick).
+            # struct, so it ticks the clock (see OwnClients.tick).
             if not self._registered:
                 self._actors[self.actor] = self._count
                 self._registered = True
             elif not plan.inserts:
-                assert txn._txn is not None  # inside the transaction
-                self._doc._doc.apply_update(txn._txn, self._tick())
+                apply_update_in(txn, self._doc, self._own.tick())
                 ticked = True
             # The new clock, read before the commit (which adds no struct, so the state vector
             # is final): one pycrdt transaction less per change.
             self._clock = self._read_clock()
-        self._last_update = self._order(self._last_update, ticked, main)
+        self._last_update = self._own.order(self._last_update, ticked, main)
         self._snapshot = None
         self._size = plan.size
         return self._record(plan.effective, self.actor)
 
-    def _tick(self) -> bytes:
-        """The update that ticks our clock for a change that only deletes.
+    def _plan(self) -> Plan:
+        return Plan(self._mirror, self._tree, self.limits, self.actor, self._size, self._epoch_base)
 
-        A delete-only change adds no struct, so without one its clock would be its parent's. A
-        struct of our main client would do (earlier versions set ``actors[actor]``), but it
-        sits between the structs of two text inserts and stops Yjs squashing them into one
-        block: the text ends up fragmented and every later text operation walks more blocks.
-        So the tick is a one-unit GC struct of our *tick client*: no content, no type, nothing a
-        Yjs client sees, but it moves the state vector, and the clock sums both clients.
-        """
-        # One client section (1 struct: client, clock, GC info 0, length 1), empty delete set.
-        return b"\x01\x01" + self._tick_enc + _varuint(self._ticks) + b"\x00\x01\x00"
-
-    def _order(self, update: bytes, ticked: bool, main: int) -> bytes:
-        """Our change's update, with a marker making receivers apply our changes in order.
-
-        Our two clients' structs do not depend on each other in Yjs terms, so a receiver could
-        apply a tick before the main-client changes made before it, or the other way round, and
-        reach a state (and a summed clock) we never had. A client section holding only a Skip
-        struct (which yjs and yrs ignore) makes yupdate.decode_update need that client's clock
-        up to its end: the first tick after changes with structs carries one needing our main
-        clock ``main``, and the first change with structs after a tick one needing our last
-        tick; the others follow from their own client's clocks being contiguous.
-        """
-        if ticked:
-            self._tick_marker_due = True
-            if self._main_marker_due and main:
-                # Later ticks of a run need this tick (their client's clocks are contiguous), so
-                # only the first tick after changes with structs needs a marker.
-                self._main_marker_due = False
-                return _with_marker(update, self._main_enc, main)
-            return update
-        if self._own_main > main:
-            self._main_marker_due = True
-            if self._tick_marker_due:
-                self._tick_marker_due = False
-                return _with_marker(update, self._tick_enc, self._ticks)
-        return update
+    def _epoch_base(self) -> str:
+        # Our own clock only grows, even across restores, so epochs never repeat.
+        own = yupdate.decode_state_vector(self._doc.get_state()).get(self.client_id, 0)
+        return f"{self.actor}:{own}"
 
     # -- internals: the one-splice fast path ----------------------------------------------------
 
@@ -431,25 +359,16 @@ class Replica:
         Typing sends one such diff per keystroke. The general path copies the whole string into
         the mirror per edit (on a long text, that copy and the cache misses it causes cost more
         than pycrdt's own work), builds undo and action closures and re-reads the state vector.
-        Here the mirror's string is left stale (``_LiveText``) and read back from pycrdt only
+        Here the mirror's string is left stale (``LiveText``) and read back from pycrdt only
         when the mirror is needed; the clock moves by the units the change adds.
 
         Returns None, having changed nothing, whenever the diff is anything else or would fail
         (the general path then applies it or raises the right error).
         """
-        ops = doc.get("ops")
-        if type(ops) is not list or len(ops) != 1 or len(doc) != 1:
+        args = splice_args(doc)
+        if args is None:
             return None
-        o = ops[0]
-        if type(o) is not dict or o.get("op") != "splice" or not _SPLICE_KEYS.issuperset(o):
-            return None
-        raw_path, index = o.get("path"), o.get("index")
-        count, text = o.get("delete", 0), o.get("insert", "")
-        if (
-            type(index) is not int or type(count) is not int or type(text) is not str
-            or index < 0 or count < 0 or not (count or text) or not text.isascii()
-        ):  # fmt: skip
-            return None
+        raw_path, index, count, text = args
         return self._fast_apply(raw_path, index, count, text)
 
     def _fast_apply(self, raw_path: Any, index: int, count: int, text: str) -> Change | None:
@@ -474,83 +393,55 @@ class Replica:
         clock = dict(self._clock)
         old = clock.get(self.actor, 0)
         ytext = live.ytext
-        main = self._own_main
-        ticked = False
+        own = self._own
+        main = own.main
         self._count += 1
-        # pycrdt's own Rust calls, in one transaction: its Python wrappers open a nested
-        # transaction per call (pycrdt is pinned, and these are the calls its wrappers make).
-        txn = self._doc._doc.create_transaction()
-        try:
-            if count:
-                ytext.remove_range(txn, index, count)
-            if text:
-                ytext.insert(txn, index, text, None)
-            # As in _apply_local: register once; a delete-only change ticks the clock.
-            if not self._registered:
-                self._actors.integrated.insert(txn, self.actor, self._count)
-                self._registered = True
-                self._own_main += 1
-            elif not text:
-                self._doc._doc.apply_update(txn, self._tick())
-                self._ticks += 1
-                ticked = True
-            txn.commit()
-        finally:
-            txn.drop()
+        # As in _apply_local: register once; a delete-only change ticks the clock. All in one
+        # transaction (pycrdt's wrappers would open one per call).
+        register = None if self._registered else (self._actors, self.actor, self._count)
+        ticked = self._registered and not text
+        splice_text(
+            self._doc, ytext, index, count, text,
+            register=register, tick=own.tick() if ticked else None,
+        )  # fmt: skip
+        if register is not None:
+            self._registered = True
+            own.main += 1
+        elif ticked:
+            own.ticks += 1
         # An ASCII insert adds one unit (one UTF-16 code unit) per character to our main client;
         # our entry is the sum of both our clients.
-        self._own_main += len(text)
-        clock[self.actor] = self._own_main + self._ticks
+        own.main += len(text)
+        clock[self.actor] = own.main + own.ticks
         self._clock = clock
-        self._last_update = self._order(self._last_update, ticked, main)
+        self._last_update = own.order(self._last_update, ticked, main)
         live.length = new_length
         live.stale = True
         self._snapshot = None
         self._size = size
         op = Op("splice", live.path, index=index, count=count, text=text)
-        # The clock key with our entry moved (sorting the whole clock per edit showed up).
-        key, at = self._key, self._key_at
-        if key is not None and key[at][1] == old:
-            key = (*key[:at], (self.actor, clock[self.actor]), *key[at + 1 :])
-        else:
-            key = clock_key(clock)
-            at = next(i for i, (a, _) in enumerate(key) if a == self.actor)
+        key, at = moved_key(self._key, self._key_at, clock, self.actor, old)
         self._key, self._key_at = key, at
         return self._record_clock(clock, (op,), self.actor, key)
 
-    def _go_live(self, raw_path: Any) -> _LiveText | None:
+    def _go_live(self, raw_path: Any) -> LiveText | None:
         """Start typing into the ASCII text at ``raw_path`` (None if it is not one)."""
         if type(raw_path) is not str or not raw_path:
             return None
         self._settle()
-        try:
-            path = parse_path(raw_path, "path")
-            plan = _Plan(self)
-            parent, key, norm = plan.resolve(path)
-            s = _step(parent, key, norm)
-        except EngineError:
-            return None
-        if type(s) is not str or not s.isascii():
-            return None
-        ytext = self._ynode(norm)
-        # Only a text holding nothing but the mirror's characters (no embeds from a Yjs client)
-        # can be read back as the mirror's string.
-        if not isinstance(ytext, Text) or len(ytext) != len(s):
-            return None
-        self._live = _LiveText(raw_path, norm, parent, key, ytext, ytext.integrated, len(s))
+        self._live = go_live(self._mirror, self._tree, raw_path)
         return self._live
 
     def _flush(self) -> None:
         """Write the live text back into the mirror (read from pycrdt: O(text), once)."""
-        live = self._live
-        if live is not None and live.stale:
-            live.parent[live.key] = str(live.text)
-            live.stale = False
+        if self._live is not None:
+            self._live.flush()
 
     def _settle(self) -> None:
         """Flush and stop the fast path: the caller may change the mirror in other ways."""
-        self._flush()
-        self._live = None
+        if self._live is not None:
+            self._live.flush()
+            self._live = None
 
     def _record(self, ops: list[Op], actor: str) -> Change:
         return self._record_clock(self.clock(), tuple(ops), actor)
@@ -597,11 +488,11 @@ class Replica:
         self._doc = doc
         self._root = doc.get(ROOT, type=Map)
         self._actors = doc.get(ACTORS, type=Map)
-        self._text_node = None
+        self._tree = YNodes(self._root)
         live = self._live
         if live is not None:
-            live.text = self._ynode(live.path)
-            live.ytext = live.text.integrated
+            live.text = self._tree.node(live.path)
+            live.ytext = raw_text(live.text)
 
     def _on_transaction(self, event: TransactionEvent) -> None:
         self._last_update = event.update
@@ -609,17 +500,7 @@ class Replica:
     # -- internals: remote updates ---------------------------------------------------------------
 
     def _decode_update(self, update: bytes) -> yupdate.UpdateInfo:
-        try:
-            info = yupdate.decode_update(update)
-        except yupdate.UpdateFormatError as exc:
-            raise MalformedUpdate(f"not a Yjs v1 update: {exc}") from None
-        if info.type_refs - _LAYOUT_TYPES:
-            # XML types have no BSON meaning in the layout; refuse them before applying.
-            raise MalformedUpdate(
-                "the update creates XML types (Y.XmlElement/XmlFragment/XmlText/XmlHook),"
-                " which the document layout does not use"
-            )
-        return info
+        return decode_remote(update)
 
     def _state(self) -> dict[int, int]:
         return yupdate.decode_state_vector(self._doc.get_state())
@@ -637,45 +518,38 @@ class Replica:
         return missing
 
     def _name(self, client: int) -> str:
-        if client in (self.client_id, self.tick_id):
-            return self.actor
-        if client not in self._names:
-            # keys(): pycrdt's Map.__iter__ is typed as returning a plain Iterable.
-            for name in self._actors.keys():  # noqa: SIM118
-                if name not in self._known:
-                    self._known.add(name)
-                    self._names[client_id_for(name)] = name
-                    self._names[tick_client_for(name)] = name
-        return self._names.get(client, f"{ANONYMOUS}{client}")
+        return self._names.name(client, self._actors.keys)
 
     def _merge_ready(self, update: bytes, info: yupdate.UpdateInfo) -> list[Change]:
         changes = []
-        change = self._merge_one(update, info)
-        if change is not None:
-            changes.append(change)
-        # Each applied update may unblock buffered ones; loop until none is ready.
-        progress = True
-        while progress and self._pending:
-            progress = False
-            state = self._state()
-            for upd, upd_info in list(self._pending.items()):
-                if yupdate.ready(upd_info, state):
-                    del self._pending[upd]
-                    change = self._merge_one(upd, upd_info)
-                    if change is not None:
-                        changes.append(change)
-                    progress = True
-                    break
+        ready = deque([(update, info)])
+        while ready:
+            update, info = ready.popleft()
+            change = self._merge_one(update, info)
+            if change is not None:
+                changes.append(change)
+            if self._pending:
+                # Only the clients this update carried moved (and our own, which local changes
+                # may have moved since): wake what waits on them.
+                moved = (*info.ranges, self.client_id, self.tick_id)
+                ready.extend(self._pending.released(moved, self._state()))
         return changes
 
     def _merge_one(self, update: bytes, info: yupdate.UpdateInfo) -> Change | None:
         # Remote events are applied to the mirror: it must be current (and the live text's
         # length would not follow them).
         self._settle()
-        self._text_node = None
+        self._tree.forget()
+        if info.bigints:
+            # A Yjs client's bigint would become a double inside pycrdt: make it the layout's
+            # int64 first (see yupdate.bigints_as_int64).
+            update = bigints_as_int64(update, info.bigints)
         before = self._doc.get_state()
         collected: list[Any] = []
-        sub = self._root.observe_deep(collected.extend)
+        # A Python callback: pycrdt reads the callback's signature on every subscription, and
+        # for a builtin such as ``collected.extend`` that parses its text signature (~0.1 ms,
+        # a third of a small merge).
+        sub = self._root.observe_deep(lambda events: collected.extend(events))  # noqa: PLW0108
         try:
             self._doc.apply_update(update)
         except Exception as exc:
@@ -686,16 +560,12 @@ class Replica:
         if info.delete_set and not self._no_rebuild:
             # pycrdt keeps deletes of items it lacks inside the Doc, where encoding the state
             # does not see them: such a Doc must never be rebuilt (see _rebuild).
-            state = yupdate.decode_state_vector(after)
-            get = state.get
-            self._no_rebuild = any(
-                c + n > get(client, 0) for client, runs in info.delete_set.items() for c, n in runs
-            )
+            self._no_rebuild = deletes_beyond(info, yupdate.decode_state_vector(after))
         if after == before and not collected:
             return None
         # One (empty) transaction around the reads: each pycrdt read otherwise opens its own.
         with self._doc.transaction():
-            ops = _EventApplier(self).apply(collected)
+            ops = EventApplier(self._mirror).apply(collected)
         self._snapshot = None
         self._clock = None
         actor = self._author(info)
@@ -703,29 +573,13 @@ class Replica:
 
     def _author(self, info: yupdate.UpdateInfo) -> str:
         """The first client of an update (``info``, decoded once by merge or apply_diff)."""
-        clients = sorted(info.ranges) or sorted(info.delete_set)
-        return self._name(clients[0]) if clients else ""
+        client = first_client(info)
+        return self._name(client) if client is not None else ""
 
     # -- internals: contexts and history ---------------------------------------------------------
 
     def _context_version(self, context: Mapping[str, int]) -> int:
-        ctx = validate_clock(context)
-        now = self.clock()
-        missing = {a: n for a, n in ctx.items() if n > now.get(a, 0)}
-        if missing:
-            raise MissingDependencies(
-                f"the context names changes this replica has not seen: {missing}", missing
-            )
-        version = self._history.version_of(clock_key(ctx))
-        if version is not None:
-            return version
-        if all(n <= dict(self._history.base_clock).get(a, 0) for a, n in ctx.items()):
-            raise HistoryCompacted(
-                f"the context is older than retained history; oldest usable version is "
-                f"{self.oldest_version} with clock {dict(self._history.base_clock)}",
-                self.oldest_version,
-            )
-        raise CausalityError("the context is not a state this replica has had")
+        return self._history.context_version(validate_clock(context), self.clock())
 
     def _materialize_at(self, version: int) -> DocNode:
         doc: Doc[Any] = Doc()
@@ -738,61 +592,6 @@ class Replica:
         """The document read afresh from the CRDT (slow; used to check the mirror)."""
         return node_from_crdt(self._root.to_py() or {})
 
-    # -- internals: paths ------------------------------------------------------------------------
-
-    @staticmethod
-    def _get(doc: Any, path: Path) -> Any:
-        node = doc
-        for i, seg in enumerate(path):
-            node = _step(node, seg, path[: i + 1])
-        return node
-
-    def _ytext(self, path: Path) -> Any:
-        """The pycrdt Text at ``path``, cached while only splices change the document."""
-        cached = self._text_node
-        if cached is not None and cached[0] == path:
-            return cached[1]
-        node = self._ynode(path)
-        self._text_node = (path, node)
-        return node
-
-    def _ynode(self, path: Path) -> Any:
-        node: Any = self._root
-        for seg in path:
-            node = node[seg]
-        return node
-
-
-def _varuint(n: int) -> bytes:
-    """lib0's unsigned varint."""
-    if n < 0x80:
-        return _BYTES[n]
-    out = bytearray()
-    while n > 0x7F:
-        out.append(n & 0x7F | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
-
-
-#: One-byte varints.
-_BYTES = [bytes([i]) for i in range(0x80)]
-
-
-def _with_marker(update: bytes, client: bytes, clock: int) -> bytes:
-    """``update`` with one more client section: a Skip struct ending at ``clock`` (> 0), which
-    yjs and yrs ignore and yupdate.decode_update reads as a need for the clocks below ``clock``
-    of ``client`` (its varint). The caller makes sure ``update`` has no section of it."""
-    n, pos = update[0], 1
-    if n > 0x7F:  # more than 127 client sections: read the whole varint
-        n, shift = n & 0x7F, 7
-        while update[pos - 1] & 0x80:
-            n |= (update[pos] & 0x7F) << shift
-            shift += 7
-            pos += 1
-    section = b"\x01" + client + _varuint(clock - 1) + b"\x0a\x01"
-    return _varuint(n + 1) + section + update[pos:]
-
 
 #: Rebuild the Doc (see Replica._rebuild) after at least this many changes, and at least one
 #: change per this many bytes of encoded state; never past this state size.
@@ -800,669 +599,5 @@ _REBUILD_MIN_CHANGES = 4096
 _REBUILD_BYTES_PER_CHANGE = 25
 _REBUILD_MAX_STATE = 4 << 20
 
-#: The canonical BSON of a one-splice diff {"ops": [{"op": "splice", "path": <string>,
-#: "index": <int32>, "delete": <int32>, "insert": <ASCII string>}]} (delete and insert optional),
-#: fields in this order, as clients typing send it: matched on the bytes, it needs no decoding.
-_SPLICE_BSON = re.compile(
-    rb"(....)\x04ops\x00(....)\x030\x00(....)"
-    rb"\x02op\x00\x07\x00\x00\x00splice\x00"
-    rb"\x02path\x00(....)([^\x00]+)\x00"
-    rb"\x10index\x00(....)"
-    rb"(?:\x10delete\x00(....))?"
-    rb"(?:\x02insert\x00(....)([\x01-\x7f]*)\x00)?"
-    rb"\x00\x00\x00",
-    re.DOTALL,
-)
-
-
-def _canonical_splice(diff: bytes) -> tuple[str, int, int, str] | None:
-    """(path, index, delete, insert) of a diff that is exactly the canonical BSON of one splice
-    in the usual field order (``_SPLICE_BSON``, every length prefix consistent), else None.
-
-    Such bytes are what bson.encode writes for the document they hold, so accepting them is
-    what decode_document (decode, then check that re-encoding gives the same bytes) would do,
-    for a fraction of the cost.
-    """
-    m = _SPLICE_BSON.fullmatch(diff)
-    if m is None:
-        return None
-    total, array, op, path_len, path_b, index_b, count_b, text_len, text_b = m.groups()
-    n = len(diff)
-    le = int.from_bytes
-    if (
-        le(total, "little") != n or le(array, "little") != n - 10 or le(op, "little") != n - 18
-        or le(path_len, "little") != len(path_b) + 1
-        or (text_b is not None and le(text_len, "little") != len(text_b) + 1)
-    ):  # fmt: skip
-        return None
-    index = le(index_b, "little", signed=True)
-    count = le(count_b, "little", signed=True) if count_b is not None else 0
-    text = text_b.decode() if text_b is not None else ""
-    if index < 0 or count < 0 or not (count or text):
-        return None
-    try:
-        path = path_b.decode()
-    except UnicodeDecodeError:
-        return None
-    return path, index, count, text
-
-
-#: The fields a splice op may have.
-_SPLICE_KEYS = frozenset({"op", "path", "index", "delete", "insert"})
-
-
-@dataclass(slots=True)
-class _LiveText:
-    """An ASCII text being typed into by one-splice diffs. While ``stale``, the mirror's string
-    (``parent[key]``) is behind the CRDT; ``length`` is always the current length."""
-
-    raw_path: str
-    path: Path
-    parent: Any
-    key: str | int
-    text: Text
-    #: pycrdt's Rust object of ``text``
-    ytext: Any
-    length: int
-    stale: bool = False
-
-
-def _step(node: Any, seg: str | int, where: Path) -> Any:
-    if isinstance(node, dict):
-        if not isinstance(seg, str):
-            raise TypeMismatch(f"{_fmt(where)}: index {seg} into a document", where)
-        if seg not in node:
-            raise PathError(f"{_fmt(where)}: no such field", where)
-        return node[seg]
-    if isinstance(node, list):
-        if isinstance(seg, str):
-            if not seg.isdigit():
-                raise TypeMismatch(f"{_fmt(where)}: field name into an array", where)
-            seg = int(seg)
-        if not 0 <= seg < len(node):
-            raise PathError(f"{_fmt(where)}: index out of range (length {len(node)})", where)
-        return node[seg]
-    raise TypeMismatch(f"{_fmt(where)}: {type(node).__name__} has no fields", where)
-
-
-def _fmt(path: Path) -> str:
-    return ".".join(str(p) for p in path) or "<document>"
-
-
-def _norm(container: Any, seg: str | int) -> str | int:
-    """Dotted-string paths give indexes as strings: make them ints under arrays."""
-    if isinstance(container, list) and isinstance(seg, str) and seg.isdigit():
-        return int(seg)
-    return seg
-
-
-#: The ops whose op_* method stamps an epoch on the fields it writes.
-_EPOCH_OPS = frozenset({"set", "replace"})
 #: Snapshots at least this large are encoded on each read rather than cached (see snapshot).
 SNAPSHOT_CACHE_MAX = 16 << 20
-#: What ``{"v": doc}`` adds to ``doc`` encoded: a length, a type byte, "v\0", a terminator.
-_WRAPPED = len(encode_document({"v": {}})) - len(encode_document({}))
-
-
-class _Plan:
-    """Validates ops one after another against the mirror, mutating it with an undo log, and
-    collects the CRDT actions to run once every op has passed."""
-
-    def __init__(self, replica: Replica):
-        self.r = replica
-        self.actions: list[Callable[[], None]] = []
-        self.undos: list[Callable[[], None]] = []
-        self.effective: list[Op] = []
-        #: Whether some op adds a struct (anything but pure deletion).
-        self.inserts = False
-        #: Whether some op is not a splice (and so may replace a node of the CRDT).
-        self.structural = False
-        self.size = replica._size
-        self._epoch_base: str | None = None
-
-    def epoch(self, i: int) -> str:
-        """The epoch stamped on fields set by op ``i`` (read lazily: only set and replace use
-        one, and nothing touches the CRDT before every op has passed)."""
-        if self._epoch_base is None:
-            # Our own clock only grows, even across restores, so epochs never repeat.
-            r = self.r
-            own = yupdate.decode_state_vector(r._doc.get_state()).get(r.client_id, 0)
-            self._epoch_base = f"{r.actor}:{own}"
-        return f"{self._epoch_base}:{i}"
-
-    def undo(self) -> None:
-        for fn in reversed(self.undos):
-            fn()
-        self.undos.clear()
-
-    def resolve(self, path: Path) -> tuple[Any, str | int, Path]:
-        """(parent container, key, normalised path) of a path's last segment."""
-        parent: Any = self.r._mirror
-        norm: list[str | int] = []
-        for i, raw in enumerate(path[:-1]):
-            seg = _norm(parent, raw)
-            parent = _step(parent, seg, path[: i + 1])
-            norm.append(seg)
-        key = _norm(parent, path[-1])
-        norm.append(key)
-        return parent, key, tuple(norm)
-
-    def check_size(self) -> None:
-        lim = self.r.limits
-        if self.size > lim.max_document_bytes:
-            # The running size is an upper bound; measure before refusing.
-            self.size = len(encode_document(self.r._mirror))
-            lim.check("max_document_bytes", lim.max_document_bytes, self.size, "document size")
-
-    def _check_value(self, value: Any, depth: int) -> int:
-        """Check the value against the limits, count it into the running size, and return the
-        size of ``{"v": value}`` encoded."""
-        lim = self.r.limits
-        lim.check("max_depth", lim.max_depth, depth + depth_of(value), "nesting depth")
-        lim.check("max_string_chars", lim.max_string_chars, max_string(value), "string length")
-        n = len(encode_document({"v": value}))
-        self.size += n
-        return n
-
-    def add(self, op: Op, i: int) -> None:
-        if op.op != "splice":
-            self.structural = True
-        # Only set and replace read their epoch; the other op_* ignore the argument.
-        getattr(self, "op_" + op.op)(op, self.epoch(i) if op.op in _EPOCH_OPS else "")
-
-    # Each op_* validates against the mirror, mutates it (registering an undo), queues the CRDT
-    # action, and records the effective op with concrete positions.
-
-    def op_set(self, op: Op, epoch: str) -> None:
-        parent, key, path = self.resolve(op.path)
-        self._check_value(op.value, len(path))
-        self.inserts = True
-        value = clean(op.value)
-        if isinstance(parent, DocNode):
-            if not isinstance(key, str):
-                raise TypeMismatch(f"{_fmt(path)}: index into a document", path)
-            existed = key in parent
-            self._set_field(parent, key, value, op.at, epoch, path)
-            # Report where the field really went: order keys can tie (concurrent appends), so
-            # the requested "at" is not always reachable, and a follower must match the mirror.
-            pos = list(parent).index(key)
-            natural = op.at is None and (existed or pos == len(parent) - 1)
-            self.effective.append(Op("set", path, op.value, at=None if natural else pos))
-            return
-        if not isinstance(parent, list):
-            raise TypeMismatch(f"{_fmt(path[:-1])}: not a document or array", path)
-        if not isinstance(key, int):
-            raise TypeMismatch(f"{_fmt(path)}: field name into an array", path)
-        if not 0 <= key < len(parent):
-            raise PathError(f"{_fmt(path)}: index out of range (length {len(parent)})", path)
-        old = parent[key]
-        parent[key] = value
-        self.undos.append(lambda: parent.__setitem__(key, old))
-        ppath, lim = path[:-1], self.r.limits.max_depth
-        plain = op.value
-
-        def act() -> None:
-            arr = self.r._ynode(ppath)
-            del arr[key]
-            arr.insert(key, to_crdt(plain, len(path), lim))
-
-        self.actions.append(act)
-        self.effective.append(Op("set", path, op.value))
-
-    def _set_field(
-        self, node: DocNode, key: str, value: Any, at: int | None, epoch: str, path: Path
-    ) -> None:
-        existed = key in node
-        old_value, old_meta = node.get(key), node.meta.get(key)
-        old_counters = node.counters.get(key)
-        if at is None:
-            order = old_meta[0] if old_meta is not None else node.next_order()
-        else:
-            order = _order_at(node, key, at)
-        # A new field goes last, unless fields without a finite order (from clients) are there.
-        last = next(reversed(node), None)
-        resort = at is not None or (
-            not existed and last is not None and node.meta.get(last, (math.inf, ""))[0] > order
-        )
-        # Only a reorder needs the old field order to undo (copying it always made wide
-        # documents quadratic to build).
-        old_items = list(node.items()) if resort else None
-        node[key] = value
-        node.meta[key] = (order, epoch)
-        node.counters.pop(key, None)
-        if resort:
-            node.resort()
-
-        def undo() -> None:
-            if old_items is not None:
-                node.clear()
-                node.update(old_items)
-            elif existed:
-                node[key] = old_value
-            if old_meta is None:
-                node.meta.pop(key, None)
-            else:
-                node.meta[key] = old_meta
-            if old_counters is not None:
-                node.counters[key] = old_counters
-            if not existed:
-                node.pop(key, None)
-
-        self.undos.append(undo)
-        ppath, lim, had_counters = path[:-1], self.r.limits.max_depth, old_counters
-        # Copied now: later ops of this diff mutate the mirror's value before any action runs.
-        raw = _plain(value)
-
-        def act() -> None:
-            ymap = self.r._ynode(ppath)
-            ymap[key] = to_crdt(raw, len(path), lim)
-            ymap[META + key] = [order, epoch]
-            if had_counters is not None:
-                _drop_counter_keys(ymap, key)
-
-        self.actions.append(act)
-
-    def op_remove(self, op: Op, epoch: str) -> None:
-        parent, key, path = self.resolve(op.path)
-        if not isinstance(parent, DocNode) or not isinstance(key, str):
-            raise TypeMismatch(f"{_fmt(path)}: remove takes a document field; use delete", path)
-        if key not in parent:
-            return  # Removing what is not there is a no-op, as for concurrent removes.
-        old_items, old_meta, old_counters = list(parent.items()), parent.meta.pop(key), None
-        old_counters = parent.counters.pop(key, None)
-        del parent[key]
-
-        def undo() -> None:
-            parent.clear()
-            parent.update(old_items)
-            parent.meta[key] = old_meta
-            if old_counters is not None:
-                parent.counters[key] = old_counters
-
-        self.undos.append(undo)
-        ppath = path[:-1]
-
-        def act() -> None:
-            ymap = self.r._ynode(ppath)
-            del ymap[key]
-            if META + key in ymap:
-                del ymap[META + key]
-            _drop_counter_keys(ymap, key)
-
-        self.actions.append(act)
-        self.effective.append(Op("remove", path))
-
-    def _array(self, op: Op) -> tuple[list[Any], Path]:
-        parent, key, path = self.resolve(op.path)
-        arr = _step(parent, key, path)
-        if not isinstance(arr, list):
-            raise TypeMismatch(f"{_fmt(path)}: {op.op} needs an array", path)
-        return arr, path
-
-    def op_insert(self, op: Op, epoch: str) -> None:
-        arr, path = self._array(op)
-        if op.index > len(arr):
-            raise PathError(f"{_fmt(path)}: insert index {op.index} > length {len(arr)}", path)
-        if not op.values:
-            return
-        for v in op.values:
-            self._check_value(v, len(path) + 1)
-        self.inserts = True
-        index, n, lim, values = op.index, len(op.values), self.r.limits.max_depth, op.values
-        arr[index:index] = [clean(v) for v in values]
-        self.undos.append(lambda: arr.__delitem__(slice(index, index + n)))
-
-        def act() -> None:
-            yarr = self.r._ynode(path)
-            reps = [to_crdt(v, len(path) + 1, lim) for v in values]
-            yarr[index:index] = reps
-
-        self.actions.append(act)
-        self.effective.append(Op("insert", path, values=list(values), index=index))
-
-    def op_delete(self, op: Op, epoch: str) -> None:
-        arr, path = self._array(op)
-        index, count = op.index, op.count
-        if index + count > len(arr):
-            raise PathError(
-                f"{_fmt(path)}: delete {index}..{index + count} beyond length {len(arr)}", path
-            )
-        if count == 0:
-            return
-        removed = arr[index : index + count]
-        del arr[index : index + count]
-        self.undos.append(lambda: arr.__setitem__(slice(index, index), removed))
-
-        def act() -> None:
-            del self.r._ynode(path)[index : index + count]
-
-        self.actions.append(act)
-        self.effective.append(Op("delete", path, index=index, count=count))
-
-    def op_splice(self, op: Op, epoch: str) -> None:
-        parent, key, path = self.resolve(op.path)
-        s = _step(parent, key, path)
-        if type(s) is not str:  # Code is a str subclass, but no collaborative text
-            raise TypeMismatch(f"{_fmt(path)}: splice needs a string", path)
-        index, count, text = op.index, op.count, op.text
-        if index + count > len(s):
-            raise PathError(
-                f"{_fmt(path)}: splice {index}..{index + count} beyond length {len(s)}", path
-            )
-        if not count and not text:
-            return
-        # One join copies the text twice (slices, result); a + b + c copies it up to three times,
-        # and on a long text that copy is most of the planning time.
-        new = "".join((s[:index], text, s[index + count :]))
-        lim = self.r.limits
-        lim.check("max_string_chars", lim.max_string_chars, len(new), "string length")
-        self.size += len(text.encode()) if not text.isascii() else len(text)
-        if s.isascii():
-            bi, bd = index, count
-        else:
-            bi = len(s[:index].encode())
-            bd = len(s[index : index + count].encode())
-        parent[key] = new
-        self.inserts = self.inserts or bool(text)
-        self.undos.append(lambda: parent.__setitem__(key, s))
-
-        def act() -> None:
-            # Within a plan that may replace nodes, no cache (an earlier action may have
-            # replaced this text); _apply_local drops the cache for such plans.
-            ytext = self.r._ynode(path) if self.structural else self.r._ytext(path)
-            if bd:
-                del ytext[bi : bi + bd]
-            if text:
-                ytext.insert(bi, text)
-
-        self.actions.append(act)
-        self.effective.append(Op("splice", path, index=index, count=count, text=text))
-
-    def op_inc(self, op: Op, epoch: str) -> None:
-        parent, key, path = self.resolve(op.path)
-        if not isinstance(parent, DocNode) or not isinstance(key, str):
-            raise TypeMismatch(f"{_fmt(path)}: inc takes a document field", path)
-        cur = _step(parent, key, path)
-        if not is_number(cur):
-            raise TypeMismatch(f"{_fmt(path)}: inc needs an int32, int64 or double field", path)
-        meta = parent.meta.get(key)
-        cur_epoch = meta[1] if meta is not None else ""
-        old_counters = parent.counters.get(key)
-        base, cepoch, deltas = old_counters or (cur, cur_epoch, {})
-        if cepoch != cur_epoch:
-            base, deltas = cur, {}
-        mine = deltas.get(self.r.actor, 0)
-        new_mine: int | float = (
-            float(mine) + float(op.by) if isinstance(mine, float) or isinstance(op.by, float)
-            else mine + op.by
-        )  # fmt: skip
-        new_deltas = {**deltas, self.r.actor: new_mine}
-        value = counter_total(base, new_deltas)
-        if isinstance(value, float) and not math.isfinite(value) and math.isfinite(float(cur)):
-            raise TypeMismatch(f"{_fmt(path)}: increment overflows a double", path)
-        parent.counters[key] = (base, cur_epoch, new_deltas)
-        parent[key] = value
-        self.inserts = True
-
-        def undo() -> None:
-            parent[key] = cur
-            if old_counters is None:
-                parent.counters.pop(key, None)
-            else:
-                parent.counters[key] = old_counters
-
-        self.undos.append(undo)
-        ppath, actor = path[:-1], self.r.actor
-
-        def act() -> None:
-            ymap = self.r._ynode(ppath)
-            ymap[META + key + META + actor] = [cur_epoch, delta_to_crdt(new_mine)]
-
-        self.actions.append(act)
-        self.effective.append(Op("set", path, value))
-
-    def op_replace(self, op: Op, epoch: str) -> None:
-        # {"v": doc} encodes as the document plus 8 bytes (its length, the element's type byte,
-        # "v\0" and the terminator): the document's size without encoding it a second time (an
-        # encode of a 100 MB document takes ~0.1-0.4 s and a transient copy of it).
-        size = self._check_value(op.value, 0) - _WRAPPED
-        r = self.r
-        old = r._mirror
-        new = DocNode()
-        for i, (k, v) in enumerate(op.value.items()):
-            new[k] = clean(v)
-            new.meta[k] = (float(i), epoch)
-        r._mirror = new
-        self.size = size
-        self.inserts = self.inserts or bool(op.value)
-
-        def undo() -> None:
-            r._mirror = old
-
-        self.undos.append(undo)
-        value, lim = op.value, r.limits.max_depth
-
-        def act() -> None:
-            root = r._root
-            for k in list(root.keys()):
-                del root[k]
-            for k, v in doc_entries(value.items(), 1, lim, epoch=epoch).items():
-                root[k] = v
-
-        self.actions.append(act)
-        self.effective.append(Op("replace", (), value))
-
-
-def _canonical_nans(op: Op) -> Op:
-    """The op with every NaN double in its values made the canonical NaN (as the mirror and the
-    CRDT hold it), so effective ops reproduce the snapshot byte for byte.
-
-    The very same op when its values hold no NaN to change: every diff holding binary data or
-    doubles comes here (its bytes may contain 0x7f or 0xff), and copying its values would hold
-    a second copy of every container of a large document for the whole write."""
-    if op.op in ("set", "replace"):
-        value = canonical_nans(op.value)
-        if value is not op.value:
-            op = dataclasses.replace(op, value=value)
-    elif op.op == "insert":
-        values = [canonical_nans(v) for v in op.values]
-        if any(a is not b for a, b in zip(values, op.values, strict=True)):
-            op = dataclasses.replace(op, values=values)
-    return op
-
-
-def _order_at(node: DocNode, key: str, at: int) -> float:
-    """An order key placing ``key`` at position ``at`` among the node's other fields."""
-    others = [k for k in node if k != key]
-    at = min(at, len(others))
-    before = node.meta[others[at - 1]][0] if at > 0 else None
-    after = node.meta[others[at]][0] if at < len(others) else None
-    if before is None and after is None:
-        return 0.0
-    if before is None:
-        assert after is not None
-        return after - 1.0
-    if after is None:
-        return before + 1.0
-    return (before + after) / 2.0
-
-
-def _drop_counter_keys(ymap: Any, key: str) -> None:
-    prefix = META + key + META
-    for k in [k for k in ymap if k.startswith(prefix)]:
-        del ymap[k]
-
-
-def _plain(value: Any) -> Any:
-    """Mirror value -> plain BSON value (DocNode is a dict, so only copies are needed)."""
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_plain(v) for v in value]
-    return value
-
-
-def _same(a: Any, b: Any) -> bool:
-    """Equal values of the same BSON type (1, Int64(1) and 1.0 are three different values)."""
-    return type(a) is type(b) and bool(a == b)
-
-
-def _to_py(value: Any) -> Any:
-    if isinstance(value, (Map, Array, Text)):
-        return value.to_py()
-    return value
-
-
-class _EventApplier:
-    """Turns pycrdt deep events of a remote update into mirror changes and effective ops."""
-
-    def __init__(self, replica: Replica):
-        self.r = replica
-        self.ops: list[Op] = []
-
-    def apply(self, events: Iterable[Any]) -> list[Op]:
-        for event in sorted(events, key=lambda e: len(e.path)):
-            path = tuple(event.path)
-            try:
-                target = Replica._get(self.r._mirror, path)
-            except EngineError:
-                continue  # Inside a subtree this same update removed: nothing left to follow.
-            if isinstance(event.target, Map):
-                self._map(event, target, path)
-            elif isinstance(event.target, Array):
-                self._array(event, target, path)
-            elif isinstance(event.target, Text):
-                self._text(event, path)
-        return self.ops
-
-    def _map(self, event: Any, node: Any, path: Path) -> None:
-        if not isinstance(node, DocNode):
-            return
-        ymap = event.target
-        touched: set[str] = set()
-        valued: set[str] = set()
-        for k in event.keys:
-            if k.startswith(META):
-                touched.add(k[1:].split(META, 1)[0])
-            else:
-                touched.add(k)
-                valued.add(k)
-        old_order = [f for f in node]
-        changed: set[str] = set()
-        removed: list[str] = []
-        for f in sorted(touched):
-            if f not in ymap:
-                if f in node:
-                    del node[f]
-                    node.meta.pop(f, None)
-                    node.counters.pop(f, None)
-                    removed.append(f)
-                continue
-            # Read the meta entry exactly as node_from_crdt does (clients may write anything).
-            order, epoch = parse_meta(ymap.get(META + f))
-            node.meta[f] = (order, epoch)
-            if f not in valued and f in node and isinstance(ymap[f], (Map, Array, Text)):
-                # Only its meta changed (e.g. a concurrent inc's counter entry): the value is the
-                # same shared type, whose own events follow. Reading it now would apply them twice.
-                node.counters.pop(f, None)
-                continue
-            base = from_crdt(_to_py(ymap[f]))
-            prefix = META + f + META
-            live = {}
-            for k in ymap:
-                if k.startswith(prefix):
-                    v = ymap.get(k)
-                    if isinstance(v, list) and len(v) == 2 and v[0] == epoch:
-                        live[k[len(prefix) :]] = delta_from_crdt(v[1])
-            if live and is_number(base):
-                node.counters[f] = (base, epoch, live)
-                value = counter_total(base, live)
-            else:
-                node.counters.pop(f, None)
-                value = base
-            if f in valued or f not in node or not _same(node[f], value):
-                changed.add(f)
-            node[f] = clean(value)
-        for f in removed:
-            self.ops.append(Op("remove", (*path, f)))
-        node.resort()
-        final = list(node)
-        # Replay what a follower would do with plain sets, and add "at" where that would put a
-        # field elsewhere than this replica has it.
-        follower = [f for f in old_order if f in node]
-        kept = [f for f in follower if f not in changed]
-        if kept != [f for f in final if f not in changed]:
-            changed = set(final)
-        for pos, f in enumerate(final):
-            if f not in changed:
-                continue
-            # Place f right after its final predecessor (placed already, or unchanged). Once
-            # every changed field is placed so, the follower has the final order, whatever order
-            # the changed fields had (moving f to index pos could displace an unchanged field).
-            others = [g for g in follower if g != f]
-            want = others.index(final[pos - 1]) + 1 if pos else 0
-            at = None
-            if follower.index(f) != want if f in follower else want != len(others):
-                at = want
-            follower = [*others[:want], f, *others[want:]]
-            self.ops.append(Op("set", (*path, f), _plain(node[f]), at=at))
-
-    def _array(self, event: Any, arr: Any, path: Path) -> None:
-        if not isinstance(arr, list):
-            return
-        idx = 0
-        for d in event.delta:
-            if "retain" in d:
-                idx += d["retain"]
-            elif "insert" in d:
-                vals = [from_crdt(_to_py(v)) for v in d["insert"]]
-                arr[idx:idx] = [clean(v) for v in vals]
-                self.ops.append(Op("insert", path, values=[_plain(v) for v in vals], index=idx))
-                idx += len(vals)
-            elif "delete" in d:
-                n = d["delete"]
-                del arr[idx : idx + n]
-                self.ops.append(Op("delete", path, index=idx, count=n))
-
-    def _text(self, event: Any, path: Path) -> None:
-        parent: Any = Replica._get(self.r._mirror, path[:-1]) if len(path) > 1 else self.r._mirror
-        key = path[-1]
-        old = parent[key]
-        if not isinstance(old, str):
-            return
-        ascii_ = old.isascii()
-        ob = old.encode()
-        out = bytearray()
-        pos_b = 0  # byte offset in the old text
-        cp = 0  # code-point offset in the new text
-        pending: Op | None = None
-        for d in event.delta:
-            if "retain" in d:
-                n = d["retain"]
-                chunk = ob[pos_b : pos_b + n]
-                out += chunk
-                pos_b += n
-                cp += n if ascii_ else len(chunk.decode())
-                pending = None
-            elif "insert" in d:
-                s = d["insert"]
-                if not isinstance(s, str):
-                    continue
-                out += s.encode()
-                if pending is not None:
-                    pending.text += s
-                else:
-                    pending = Op("splice", path, index=cp, text=s)
-                    self.ops.append(pending)
-                cp += len(s)
-            elif "delete" in d:
-                n = d["delete"]
-                gone = n if ascii_ else len(ob[pos_b : pos_b + n].decode())
-                pos_b += n
-                if pending is not None and not pending.text:
-                    pending.count += gone
-                else:
-                    pending = Op("splice", path, index=cp, count=gone)
-                    self.ops.append(pending)
-        out += ob[pos_b:]
-        parent[key] = out.decode()

@@ -85,7 +85,7 @@ def transform(a: Op, b: Op, a_first: bool) -> list[Op]:
         moved = _move_index(idx, b)
         if moved is None:
             return []  # The element on the path was deleted.
-        return [replace(a, path=(*a.path[:n], moved, *a.path[n + 1:]))]
+        return [replace(a, path=(*a.path[:n], moved, *a.path[n + 1 :]))]
     if len(a.path) == n and _prefix(b.path, a.path) and a.op in SEQ:
         return _rebase_sequence(a, b, a_first)
     return [a]

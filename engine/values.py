@@ -37,9 +37,10 @@ from bson.int64 import Int64
 from bson.json_util import JSONMode, JSONOptions
 from bson.objectid import ObjectId
 from bson.raw_bson import RawBSONDocument
-from pycrdt import Array, Map, Text
+from pycrdt import Array, Map
 
 from .errors import LimitExceeded, MalformedBSON
+from .pycrdt_internals import prelim_text
 
 #: How the engine decodes BSON: exact types (int64 stays Int64, any datetime survives).
 CODEC = CodecOptions(document_class=dict, datetime_conversion=DatetimeConversion.DATETIME_MS)
@@ -155,24 +156,6 @@ def encode_document(doc: Mapping[str, Any]) -> bytes:
 
 # ---------------------------------------------------------------------------------------------
 # BSON value -> CRDT representation
-
-
-def prelim_text(value: str) -> Text:
-    """A preliminary ``Text`` holding ``value``, without what pycrdt's constructor adds for
-    observers (a list, two dicts and two sets per instance, ~0.6 KB). A prelim is only ever
-    integrated into its parent and dropped (reading the parent back makes new instances), and a
-    large document's prelims all live at once: ~1.4 million of them for a 100 MB document of
-    records. Integration reads ``_type_name`` and ``_prelim`` and sets ``_doc`` and
-    ``_integrated`` (pycrdt is pinned; tests/test_engine.py checks the CRDT it builds)."""
-    text = _new_text(Text)
-    text._type_name = "text"
-    text._prelim = value
-    text._integrated = None
-    text._doc = None
-    return text
-
-
-_new_text = Text.__new__
 
 
 def to_crdt(value: Any, depth: int, max_depth: int) -> Any:
@@ -455,6 +438,15 @@ def clean(value: Any) -> Any:
         return math.nan
     if type(value) is Decimal128 and value.to_decimal().is_nan():
         return DECIMAL_NAN  # Likewise: "$numberDecimal" is "NaN" whatever the sign and payload.
+    return value
+
+
+def plain(value: Any) -> Any:
+    """Mirror value -> plain BSON value (DocNode is a dict, so only copies are needed)."""
+    if isinstance(value, dict):
+        return {k: plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [plain(v) for v in value]
     return value
 
 

@@ -19,7 +19,8 @@ not: JSON payloads (ContentJSON, Embed, Format) are skipped as strings without p
 reference cycles between different clients (which only corrupt input can contain) are not
 detected.  Yjs v2 updates are rejected, not read.
 
-The module is stdlib-only and does no I/O so that it can run on every merged update.  The
+The encoders (state vectors, the engine's own ticks and markers) are in `yencode`.  The
+module is stdlib-only and does no I/O so that it can run on every merged update.  The
 struct loop is written out by hand because this runs in the hot path and a per-varint
 function call was the largest cost in profiles: one-byte varints and two-byte clocks are
 read inline, and references to a section's own client are matched as raw bytes.
@@ -29,9 +30,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+# The encoders live with the engine's other writers; re-exported for this module's users.
+from .yencode import bigints_as_int64, encode_state_vector
+
 __all__ = [
     "UpdateFormatError",
     "UpdateInfo",
+    "bigints_as_int64",
     "decode_state_vector",
     "decode_update",
     "encode_state_vector",
@@ -73,6 +78,7 @@ _ANY_NO_PAYLOAD = frozenset((127, 126, 121, 120))  # undefined, null, false, tru
 _ANY_VARINT = 125
 _ANY_FLOAT32 = 124
 _ANY_EIGHT_BYTES = frozenset((123, 122))  # float64, bigint64
+_ANY_BIGINT = 122
 _ANY_STRING = 119
 _ANY_OBJECT = 118
 _ANY_CONTAINERS = frozenset((118, 117))  # object, array
@@ -127,6 +133,9 @@ class UpdateInfo:
     delete_set: dict[int, list[tuple[int, int]]]
     #: The shared-type references the update creates (0 Array, 1 Map, 2 Text, 3-6 XML types).
     type_refs: frozenset[int] = field(default=frozenset(), compare=False)
+    #: Byte offsets of the lib0 bigint tags (122) in the update's plain (ContentAny) values:
+    #: what `yencode.bigints_as_int64` rewrites.
+    bigints: tuple[int, ...] = field(default=(), compare=False)
 
     def is_empty(self) -> bool:
         """True when the update carries no structs and deletes nothing."""
@@ -211,8 +220,11 @@ def _skip_string(data: bytes, pos: int, n: int) -> int:
     return end
 
 
-def _skip_any(data: bytes, pos: int, n: int, count: int) -> int:
+def _skip_any(data: bytes, pos: int, n: int, count: int, bigints: list[int] | None = None) -> int:
     """Skip `count` consecutive lib0 Any values starting at `pos`; return the end position.
+
+    The offset of every bigint tag met is appended to `bigints` when given (see
+    `UpdateInfo.bigints`).
 
     Nesting is handled with an explicit stack instead of recursion so that a deeply nested
     (or maliciously crafted) value cannot raise RecursionError.  Every value consumes at
@@ -253,6 +265,8 @@ def _skip_any(data: bytes, pos: int, n: int, count: int) -> int:
                 if pos >= limit:
                     raise UpdateFormatError("varInt longer than 10 bytes", start)
         elif tag in eight_bytes:
+            if tag == _ANY_BIGINT and bigints is not None:
+                bigints.append(pos - 1)
             pos += 8
             if pos > n:
                 raise UpdateFormatError("truncated 8-byte Any number", pos - 8)
@@ -319,6 +333,7 @@ def _decode_update(data: bytes) -> UpdateInfo:
     skip_string = _skip_string
     skip_any = _skip_any
     type_refs: set[int] = set()
+    bigints: list[int] = []
     gc_or_skip = _GC_OR_SKIP
     startswith = data.startswith
     ref_counts = _REF_COUNTS
@@ -496,7 +511,7 @@ def _decode_update(data: bytes) -> UpdateInfo:
                     pos += 1
                     if length > 127:
                         length, pos = tail(data, pos, length)
-                    pos = skip_any(data, pos, n, length)
+                    pos = skip_any(data, pos, n, length, bigints)
                 elif kind == _DELETED:
                     length = data[pos]
                     pos += 1
@@ -629,6 +644,7 @@ def _decode_update(data: bytes) -> UpdateInfo:
         dependencies=dependencies,
         delete_set=delete_set,
         type_refs=frozenset(type_refs),
+        bigints=tuple(bigints),
     )
 
 
@@ -674,28 +690,3 @@ def decode_state_vector(sv: bytes | bytearray | memoryview) -> dict[int, int]:
     if pos != n:
         raise UpdateFormatError(f"{n - pos} trailing bytes after the state vector", pos)
     return state
-
-
-def _write_varuint(out: bytearray, value: int) -> None:
-    """Append `value` as a lib0 varUint (seven bits per byte, low bits first)."""
-    while value > 0x7F:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-
-
-def encode_state_vector(state: dict[int, int]) -> bytes:
-    """Encode client -> clock as a lib0 state vector, the inverse of `decode_state_vector`.
-
-    Entries are written with the highest client first, the order yjs uses, so that equal
-    state vectors encode to equal bytes whatever order the dict was built in.
-    """
-    out = bytearray()
-    _write_varuint(out, len(state))
-    for client in sorted(state, reverse=True):
-        clock = state[client]
-        if not 0 <= client <= _MAX_VALUE or not 0 <= clock <= _MAX_VALUE:
-            raise ValueError(f"state vector entry {client}: {clock} is not a u64 pair")
-        _write_varuint(out, client)
-        _write_varuint(out, clock)
-    return bytes(out)

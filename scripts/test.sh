@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The one test command: creates .venv (if missing), installs virtualdom with its test extras,
 # PostgreSQL's server (apt, when missing), the Node packages (buf for proto lint, yjs for
-# interop tests) and grpcurl and grpc-health-probe (Go) for the quick-start and operations tests, then runs ruff, mypy --strict
-# and pytest. Extra arguments go to pytest.
+# interop tests) and grpcurl and grpc-health-probe (Go) for the quick-start and operations tests,
+# then runs ruff, mypy --strict, gofmt/go vet/staticcheck of the Go client, pytest (extra
+# arguments go to it) and the Go tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
@@ -36,10 +37,19 @@ fi
 if [ ! -x .tools/ghz ] && command -v go >/dev/null 2>&1; then
   GOBIN="$PWD/.tools" go install github.com/bojand/ghz/cmd/ghz@v0.121.0
 fi
+# The Go client (clients/go, its own module; go.sum pins its modules): staticcheck for its lint.
+# protoc-gen-go/-go-grpc for the generated code are installed by scripts/gen_proto.py.
+if [ ! -x .tools/staticcheck ] && command -v go >/dev/null 2>&1; then
+  GOBIN="$PWD/.tools" go install honnef.co/go/tools/cmd/staticcheck@v0.8.2
+fi
 export PATH="$PWD/.tools:$PATH"
 .venv/bin/ruff check .
 .venv/bin/mypy -p virtualdom.engine -p virtualdom.server -p virtualdom.client
+(cd clients/go && unformatted=$(gofmt -l .) && [ -z "$unformatted" ] || { echo "gofmt: $unformatted"; exit 1; })
+(cd clients/go && go vet ./... && staticcheck ./...)
 .venv/bin/python -m pytest "$@"
+# The Go client's tests start real gateways from .venv/bin/virtualdom.
+(cd clients/go && go test -count=1 ./...)
 # The whole benchmark suite (engine + gateway load harness) in quick mode, only to prove it runs
 # (no pass/fail on speed; BENCHMARKS.md is left alone).
 .venv/bin/python benchmarks/run.py --quick --no-write -- -p no:cacheprovider

@@ -125,6 +125,7 @@ class Gateway:
         self.service = MemoryGateway(cfg, self.store, self.documents, self.feed)
         self.sessions = SessionService(cfg, self.documents, self.feed, self.service)
         self.observability.start(self)
+        pending = max(1_000, cfg.max_subscribers + cfg.max_sessions)
         options = [
             ("grpc.max_receive_message_length", cfg.max_message_bytes),
             ("grpc.max_send_message_length", cfg.max_message_bytes),
@@ -132,6 +133,17 @@ class Gateway:
             ("grpc.so_reuseport", 0),
             ("grpc.keepalive_permit_without_calls", 1),
             ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
+            # Calls that arrived and wait for the Python server to take them: grpc cancels
+            # those past 1,000 (3,000 at once) by default, so 2,000 streams opened together
+            # on one channel lost ~10 % as CANCELLED before reaching the gateway. The gateway
+            # caps its streams itself, with statuses that say which cap.
+            ("grpc.server.max_pending_requests", pending),
+            ("grpc.server.max_pending_requests_hard_limit", pending),
+            # ... and cancels any that waited longer than this (30 s by default): on a loaded
+            # machine the Python server took longer than that to take 10,000 streams opened at
+            # once, and the last ~8 % ended CANCELLED (tests/gateway/test_streams_bulk.py; with
+            # 1 s, all but 2 of them did). A caller's own deadline still applies.
+            ("grpc.server_max_unrequested_time_in_server", 600),
         ]
         self.server = grpc.aio.server(
             options=options,
@@ -168,7 +180,7 @@ class Gateway:
         if self.service is not None:
             self.service.close_streams()
         if self.sessions is not None:
-            self.sessions.shutdown.set()
+            self.sessions.close()
         if self.server is not None:
             await self.server.stop(grace)
         if self.documents is not None:

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 
 import bson
 
+from virtualdom.engine.yencode import varuint
 from virtualdom.v1 import gateway_pb2 as pb
 
 from .store import StoredChange
@@ -99,13 +100,9 @@ class Entry:
 
 
 def _field1(payload: bytes) -> bytes:
-    n = len(payload)
-    out = bytearray(b"\x0a")
-    while n >= 0x80:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out) + payload
+    # Field 1, wire type 2 (length-delimited): the length is a protobuf varint, which is
+    # lib0's unsigned varint byte for byte.
+    return b"\x0a" + varuint(len(payload)) + payload
 
 
 @dataclass(eq=False)

@@ -539,8 +539,18 @@ class PostgresStore:
         )
         return int(rows[0][0]) - 1 if rows else 0
 
-    async def oldest_seq(self) -> int:
-        rows = await self._fetch("SELECT max(max_seq) FROM vd_pruned", ())
+    async def oldest_seq(self, node_id: bytes | None = None, prefix: bytes = b"") -> int:
+        if node_id is not None:
+            rows = await self._fetch(
+                "SELECT max_seq FROM vd_pruned WHERE node_id = %s", (node_id,)
+            )
+        elif prefix:
+            rows = await self._fetch(
+                "SELECT max(max_seq) FROM vd_pruned WHERE substr(node_id, 1, %s) = %s",
+                (len(prefix), prefix),
+            )
+        else:
+            rows = await self._fetch("SELECT max(max_seq) FROM vd_pruned", ())
         return int(rows[0][0]) if rows and rows[0][0] is not None else 0
 
     async def find_request(self, node_id: bytes, request_id: str) -> StoredChange | None:

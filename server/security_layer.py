@@ -27,7 +27,7 @@ from .auth import Caller, current_caller
 from .errors import GatewayError
 from .pipeline import Handler
 from .security import Security
-from .service import abort_for
+from .service import abort_for, refuse_stream
 
 __all__ = ["SecurityLayer"]
 
@@ -56,20 +56,32 @@ class SecurityLayer:
             return grpc.unary_stream_rpc_method_handler(self._stream(behaviours.unary_stream), **kw)
         if behaviours.stream_stream is not None:
             return grpc.stream_stream_rpc_method_handler(
-                self._stream(behaviours.stream_stream), **kw
+                self._stream(behaviours.stream_stream, client_streams=True), **kw
             )
         if behaviours.stream_unary is not None:
             return grpc.stream_unary_rpc_method_handler(self._unary(behaviours.stream_unary), **kw)
         return handler
 
-    async def _authenticate(self, context: grpc.aio.ServicerContext[Any, Any]) -> Caller:
+    async def _authenticate(
+        self, context: grpc.aio.ServicerContext[Any, Any], requests: Any = None
+    ) -> Caller:
+        """The caller, or the call aborted; ``requests``: the request stream of a
+        client-streaming call (read before refusing, see :func:`~.service.refuse_stream`)."""
         try:
             return self.security.authenticate(
                 context.invocation_metadata() or (), context.peer() or ""
             )
         except Exception as exc:  # a GatewayError has its status; anything else is INTERNAL
-            await abort_for(context, exc)
+            await self._refuse(context, exc, requests)
             raise  # abort_for raised already; this keeps the type checker informed
+
+    @staticmethod
+    async def _refuse(
+        context: grpc.aio.ServicerContext[Any, Any], exc: BaseException, requests: Any
+    ) -> None:
+        if requests is not None:
+            await refuse_stream(context, exc, requests)
+        await abort_for(context, exc)
 
     def _unary(self, behaviour: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
         async def unary(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
@@ -82,14 +94,15 @@ class SecurityLayer:
         return unary
 
     def _stream(
-        self, behaviour: Callable[..., AsyncGenerator[Any, None]]
+        self, behaviour: Callable[..., AsyncGenerator[Any, None]], client_streams: bool = False
     ) -> Callable[..., AsyncIterator[Any]]:
         async def stream(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-            who = await self._authenticate(context)
+            requests = request if client_streams else None
+            who = await self._authenticate(context, requests)
             try:
                 release = self.security.slots.acquire(who.key, who.peer)
             except GatewayError as exc:
-                await abort_for(context, exc)
+                await self._refuse(context, exc, requests)
                 raise
             # Each call runs in a task of its own: the variable needs no reset (an async
             # generator may be closed from another context, where reset would fail).

@@ -11,10 +11,10 @@ member leaves, disconnects or stays silent past the TTL.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 import uuid
+from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,12 +25,13 @@ import grpc
 from virtualdom.engine import Replica
 from virtualdom.v1 import gateway_pb2 as pb
 
+from . import context as callctx
 from .auth import caller
 from .config import GatewayConfig
 from .documents import Call, DocumentHost, Documents, Write, WriteResult
-from .errors import BadRequest, ShuttingDown, Unauthenticated, status_of
-from .feed import ChangeFeed
-from .service import MemoryGateway, _echo_budget, abort_for, clock_of
+from .errors import BadRequest, Exhausted, ShuttingDown, TooMany, Unauthenticated, status_of
+from .feed import ChangeFeed, Follower
+from .service import MemoryGateway, _echo_budget, abort_for, clock_of, refuse_stream
 
 log = logging.getLogger("virtualdom.sessions")
 
@@ -40,8 +41,11 @@ def _error_update(seq: int, node_id: bytes, exc: Exception) -> pb.SessionUpdate:
     mapped = status_of(exc)
     retry_after_ms = 0
     if mapped is None:
-        log.error("session message failed", exc_info=exc)
-        code, message = grpc.StatusCode.INTERNAL, f"internal error: {exc!r}"
+        # A bug: its text (paths, values, internals) stays in the log; the client gets the
+        # request id that finds it there.
+        rid = callctx.request_id.get()
+        log.error("session message failed (request id %s)", rid, exc_info=exc)
+        code, message = grpc.StatusCode.INTERNAL, f"internal error (request id {rid})"
     else:
         code, message, detail = mapped
         retry_after_ms = detail.retry_after_ms
@@ -78,8 +82,80 @@ class Membership:
 #: reader waits for the oldest acknowledgement (and the client's sends back up).
 SESSION_WRITE_WINDOW = 256
 
+#: Messages waiting to be sent to one session's client: joins, acks and forwarded changes wait
+#: for room beyond this many (a slow client makes its change followers wait; they only keep a
+#: position in the feed).
+SESSION_QUEUE = 1024
+
+#: Control messages (other members' presence and member events) are never waited for: their
+#: sender is another member. A client that lets this many of them pile up beyond a full
+#: queue is not reading; its session ends RESOURCE_EXHAUSTED (it rejoins and resyncs) rather
+#: than costing memory without bound.
+SESSION_CONTROL_BACKLOG = 4096
+
 #: A queued write: the message's seq, its membership and the actor's future.
 PendingWrite = tuple[int, "Membership", "asyncio.Future[WriteResult]"]
+
+
+class Outbox:
+    """The messages to send to one session's client, in order, and how the session ends.
+
+    One event wakes the sending loop (no task and no future per message); ``fail`` ends the
+    session with an error's status, whoever finds it (a forwarder, the shutdown, a backlog).
+    """
+
+    def __init__(self, capacity: int, backlog: int):
+        self.items: deque[pb.SessionUpdate] = deque()
+        self.capacity = capacity
+        self.backlog = backlog
+        self.ready = asyncio.Event()
+        self._room = asyncio.Event()
+        self._room.set()
+        #: The session ends with this error's status (the first one set wins).
+        self.error: BaseException | None = None
+        #: Nothing more will be queued: the session ends OK once the queue is sent.
+        self.finished = False
+
+    async def put(self, update: pb.SessionUpdate) -> None:
+        """Queue a message, waiting while the queue is full (unless the session is ending)."""
+        while len(self.items) >= self.capacity and self.error is None:
+            self._room.clear()
+            await self._room.wait()
+        self.items.append(update)
+        self.ready.set()
+
+    def put_nowait(self, update: pb.SessionUpdate) -> None:
+        """Queue a control message without waiting; a client that lets them pile up past the
+        backlog ends its session (see SESSION_CONTROL_BACKLOG)."""
+        if len(self.items) >= self.capacity + self.backlog:
+            self.fail(
+                Exhausted(
+                    f"the session is not reading its messages ({len(self.items)} waiting);"
+                    " rejoin to resync",
+                    limit="session_backlog", allowed=self.capacity + self.backlog,
+                    actual=len(self.items) + 1, retry_after_ms=0,
+                )
+            )  # fmt: skip
+            return
+        self.items.append(update)
+        self.ready.set()
+
+    def take(self) -> pb.SessionUpdate:
+        update = self.items.popleft()
+        if len(self.items) < self.capacity:
+            self._room.set()
+        return update
+
+    def fail(self, exc: BaseException) -> None:
+        if self.error is None:
+            self.error = exc
+        self.items.clear()  # not sent: the session ends with the error
+        self._room.set()
+        self.ready.set()
+
+    def finish(self) -> None:
+        self.finished = True
+        self.ready.set()
 
 
 class Session:
@@ -87,19 +163,14 @@ class Session:
 
     def __init__(self, service: SessionService):
         self.service = service
-        # Bounded: a slow client makes its change followers wait (they only keep a position).
-        self.out: asyncio.Queue[pb.SessionUpdate | None] = asyncio.Queue(maxsize=1024)
+        self.out = Outbox(SESSION_QUEUE, SESSION_CONTROL_BACKLOG)
         self.joined: dict[bytes, Membership] = {}
         #: Writes in flight, acknowledged in the order they were sent (None: no more).
         self.writes: asyncio.Queue[PendingWrite | None] = asyncio.Queue(SESSION_WRITE_WINDOW)
 
     def send_nowait(self, update: pb.SessionUpdate) -> None:
         """For small control messages (presence, member events): never block the sender."""
-        try:
-            self.out.put_nowait(update)
-        except asyncio.QueueFull:
-            # Control messages must not be lost: queue them from a task instead.
-            asyncio.get_running_loop().create_task(self.out.put(update))
+        self.out.put_nowait(update)
 
 
 class SessionService:
@@ -112,63 +183,100 @@ class SessionService:
         self.gateway = gateway
         self.sessions = 0
         self.shutdown = asyncio.Event()
+        self.live: set[Session] = set()
+        self._count_waiters: list[tuple[int, asyncio.Future[None]]] = []
+
+    def close(self) -> None:
+        """Shutting down: every session ends UNAVAILABLE (its members rejoin elsewhere)."""
+        self.shutdown.set()
+        for session in list(self.live):
+            session.out.fail(ShuttingDown("the gateway is shutting down; rejoin to resume", b""))
+
+    async def open_at_most(self, count: int) -> None:
+        """Return once at most ``count`` sessions are open (every ended session has released
+        its memberships and its slot)."""
+        if self.sessions <= count:
+            return
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        entry = (count, fut)
+        self._count_waiters.append(entry)
+        try:
+            await fut
+        finally:
+            self._count_waiters.remove(entry)
+
+    def _ended(self) -> None:
+        self.sessions -= 1
+        for count, fut in self._count_waiters:
+            if self.sessions <= count and not fut.done():
+                fut.set_result(None)
 
     async def CollaborativeSession(
         self, requests: AsyncIterator[pb.SessionMessage], context: Any
     ) -> AsyncIterator[pb.SessionUpdate]:
         if self.sessions >= self.config.max_sessions:
-            await context.abort(
-                grpc.StatusCode.RESOURCE_EXHAUSTED,
-                f"too many sessions (max_sessions={self.config.max_sessions})",
+            refusal: Exception = TooMany(
+                f"too many sessions (max_sessions={self.config.max_sessions})"
             )
+            await refuse_stream(context, refusal, requests)
+        if self.shutdown.is_set():
+            refusal = ShuttingDown("the gateway is shutting down; rejoin to resume", b"")
+            await refuse_stream(context, refusal, requests)
         self.sessions += 1
-        session = Session(self)
-        acker = asyncio.get_running_loop().create_task(self._acks(session))
-        reader = asyncio.get_running_loop().create_task(self._read(session, requests, acker))
-        sweeper = asyncio.get_running_loop().create_task(self._sweep(session))
-        stop = asyncio.get_running_loop().create_task(self.shutdown.wait())
+        try:  # the count is released however the session ends (issue 9, item 2)
+            session = Session(self)
+            self.live.add(session)
+            try:
+                async for item in self._run(session, requests, context):
+                    yield item
+            finally:
+                self.live.discard(session)
+        finally:
+            self._ended()
+
+    async def _run(
+        self, session: Session, requests: AsyncIterator[pb.SessionMessage], context: Any
+    ) -> AsyncIterator[pb.SessionUpdate]:
+        loop = asyncio.get_running_loop()
+        acker = loop.create_task(self._acks(session))
+        reader = loop.create_task(self._read(session, requests, acker))
+        sweeper = loop.create_task(self._sweep(session))
         who = caller()
+        out = session.out
         try:
             while True:
+                if out.error is not None:
+                    await abort_for(context, out.error)
+                    return
                 left = who.seconds_left()
-                if not stop.done() and (left is None or left > 0) and not session.out.empty():
+                if left is not None and left <= 0:
+                    who.check_live()  # raises Unauthenticated: the member rejoins
+                if out.items:
                     # Something to send: no wait, so no task (a busy session passes here once
                     # per message it sends).
-                    item = session.out.get_nowait()
-                else:
-                    get = asyncio.ensure_future(session.out.get())
-                    done, _ = await asyncio.wait(
-                        {get, stop}, timeout=left, return_when="FIRST_COMPLETED"
-                    )
-                    if get not in done:
-                        get.cancel()
-                        err: Exception = ShuttingDown(
-                            "the gateway is shutting down; rejoin to resume", b""
-                        )
-                        if not done:  # the token expired: the session ends, the member rejoins
-                            try:
-                                who.check_live()
-                            except Unauthenticated as exc:
-                                err = exc
-                            else:
-                                continue
-                        await abort_for(context, err)
-                        return
-                    item = get.result()
-                if item is None:
+                    yield out.take()
+                    continue
+                if out.finished:
                     return
-                yield item
+                out.ready.clear()
+                # One wait on the outbox's own event, with the token's deadline: no task and
+                # no future per message, nothing left pending when the session ends.
+                try:
+                    async with asyncio.timeout(None if left is None else left + 0.001):
+                        await out.ready.wait()
+                except TimeoutError:
+                    continue  # the loop's check ends the session if the token has expired
+        except Unauthenticated as exc:
+            await abort_for(context, exc)
         finally:
-            stop.cancel()
-            reader.cancel()
-            acker.cancel()
-            sweeper.cancel()
             for t in (reader, acker, sweeper):
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await t
+                t.cancel()
+            await asyncio.wait({reader, acker, sweeper})
+            for t in (reader, acker, sweeper):
+                if not t.cancelled():
+                    t.exception()  # retrieved: a task's failure already reached the outbox
             for m in list(session.joined.values()):
                 await self._leave(session, m)
-            self.sessions -= 1
 
     async def _read(
         self,
@@ -180,14 +288,7 @@ class SessionService:
             async for msg in requests:
                 undecodable: object = msg  # app._parse hands over a BadRequest instead
                 if isinstance(undecodable, BadRequest):
-                    await session.out.put(
-                        pb.SessionUpdate(
-                            error=pb.SessionError(
-                                code=grpc.StatusCode.INVALID_ARGUMENT.value[0],
-                                message=str(undecodable),
-                            )
-                        )
-                    )
+                    await session.out.put(_error_update(0, b"", undecodable))
                     continue
                 try:
                     await self._handle(session, msg)
@@ -196,14 +297,17 @@ class SessionService:
                 except Exception as exc:
                     node = getattr(getattr(msg, msg.WhichOneof("kind") or "join"), "node_id", b"")
                     await session.out.put(_error_update(msg.seq, node, exc))
-        finally:
-            task = asyncio.current_task()
-            if task is None or not task.cancelling():  # cancelled: the session is over anyway
-                # Every write read so far is acknowledged (or refused) before the stream ends.
-                # (asyncio.wait: neither cancels the acker nor swallows a cancel of this task.)
-                await session.writes.put(None)
-                await asyncio.wait({acker})
-                await session.out.put(None)
+        except Exception as exc:
+            # The request stream itself failed (the client's connection broke, a message over
+            # the size limit): grpc has ended the call, nothing is left to acknowledge.
+            session.out.fail(exc)
+            return
+        # The client half-closed: every write read so far is acknowledged (or refused) before
+        # the stream ends OK. (asyncio.wait: neither cancels the acker nor swallows a cancel
+        # of this task.)
+        await session.writes.put(None)
+        await asyncio.wait({acker})
+        session.out.finish()
 
     async def _acks(self, session: Session) -> None:
         """Acknowledge the session's writes in the order they were sent, once durable."""
@@ -329,30 +433,37 @@ class SessionService:
         follower = self.feed.follow(m.node_id, None)
         limit = self.config.batch_events
         try:
-            while True:
-                follower.wake.clear()
-                entries, pos = await self.gateway.next_entries(follower, pos, limit)
-                if not entries:
-                    await follower.wake.wait()
-                    continue
-                for e in entries:
-                    pos = e.seq
-                    if e.origin == m.member_id:
-                        continue
-                    change = e.message(True)
-                    change.diff_bson, change.update = _fit(
-                        change.diff_bson, change.update, self.config
-                    )
-                    await m.session.out.put(pb.SessionUpdate(change=change))
+            await self._forward_from(m, follower, pos, limit)
+        except Exception as exc:
+            # A member must never go mute: its session ends with the error's status (its
+            # document's history was compacted past it: OUT_OF_RANGE; it rejoins and resyncs).
+            m.session.out.fail(exc)
         finally:
             self.feed.unfollow(follower)
+
+    async def _forward_from(self, m: Membership, follower: Follower, pos: int, limit: int) -> None:
+        """Forward entries after ``pos``; raises what stops it (Compacted, a store error)."""
+        while True:
+            follower.wake.clear()
+            entries, pos = await self.gateway.next_entries(follower, pos, limit)
+            if not entries:
+                await follower.wake.wait()
+                continue
+            for e in entries:
+                pos = e.seq
+                if e.origin == m.member_id:
+                    continue
+                change = e.message(True)
+                change.diff_bson, change.update = _fit(change.diff_bson, change.update, self.config)
+                await m.session.out.put(pb.SessionUpdate(change=change))
 
     async def _leave(self, session: Session, m: Membership) -> None:
         session.joined.pop(m.node_id, None)
         if m.follower_task is not None:
             m.follower_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await m.follower_task
+            # asyncio.wait: a forwarder's own failure (already in the outbox) is not raised
+            # here, so the memberships after this one are still released.
+            await asyncio.wait({m.follower_task})
         host = self.documents.hosts.get(m.node_id)
         if host is not None:
             host.members.pop(m.member_id, None)

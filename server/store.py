@@ -120,8 +120,11 @@ class Store(Protocol):
     async def oldest_version(self, node_id: bytes) -> int:
         """The oldest version whose successors are all still in the log (0 = full history)."""
 
-    async def oldest_seq(self) -> int:
-        """Every change with a larger seq is still in the log (0 = nothing pruned)."""
+    async def oldest_seq(self, node_id: bytes | None = None, prefix: bytes = b"") -> int:
+        """Every change with a larger seq of the document ``node_id`` (without it: of the
+        documents under ``prefix``) is still in the log (0 = nothing of them pruned).
+        Compaction is judged per document: another document's pruned history must not fail a
+        follower whose own documents have all of theirs."""
 
     async def find_request(self, node_id: bytes, request_id: str) -> StoredChange | None:
         """The change recorded for an idempotency key, if any."""
@@ -526,8 +529,16 @@ class SqliteStore:
         rows = await self._read("SELECT before_version FROM pruned WHERE node_id=?", (node_id,))
         return int(rows[0][0]) - 1 if rows else 0
 
-    async def oldest_seq(self) -> int:
-        rows = await self._read("SELECT max(max_seq) FROM pruned", ())
+    async def oldest_seq(self, node_id: bytes | None = None, prefix: bytes = b"") -> int:
+        if node_id is not None:
+            rows = await self._read("SELECT max_seq FROM pruned WHERE node_id=?", (node_id,))
+        elif prefix:
+            rows = await self._read(
+                "SELECT max(max_seq) FROM pruned WHERE substr(node_id,1,?)=?",
+                (len(prefix), prefix),
+            )
+        else:
+            rows = await self._read("SELECT max(max_seq) FROM pruned", ())
         return int(rows[0][0]) if rows and rows[0][0] is not None else 0
 
     async def find_request(self, node_id: bytes, request_id: str) -> StoredChange | None:

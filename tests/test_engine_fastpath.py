@@ -24,7 +24,7 @@ from virtualdom.engine import (
     yupdate,
 )
 from virtualdom.engine import replica as replica_module
-from virtualdom.engine.replica import _canonical_splice
+from virtualdom.engine.fastpath import canonical_splice as _canonical_splice
 from virtualdom.engine.values import decode_document
 
 

@@ -12,8 +12,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from virtualdom.engine import Replica
-from virtualdom.engine.replica import _plain
 from virtualdom.engine.values import _EJSON, canonical_nans, clean, ejson_leaf, encode_document
+from virtualdom.engine.values import plain as _plain
 
 
 def general(value: object) -> object:

@@ -208,16 +208,22 @@ def test_yjs_v2_update_is_refused() -> None:
     assert r.merge(out["update"])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "pycrdt 0.14.13 (yrs) reads a Yjs bigint (lib0 Any tag 122) as a float and re-encodes "
-        "it as a float, so the engine stores a double, not the int64 docs/ARCHITECTURE.md "
-        "promises; see y-crdt/y-crdt#664"
-    ),
-)
 def test_yjs_bigint_is_read_as_int64() -> None:
+    # pycrdt alone reads a bigint as a double (y-crdt/y-crdt#664): the engine rewrites it as
+    # the layout's int64 before merging (yupdate.bigints_as_int64).
     r = python_replica()
-    r.merge(yjs_client(r.encode_state(), "edit")["update"])
+    out = yjs_client(r.encode_state(), "edit")
+    (change,) = r.merge(out["update"])
     value = bson.decode(r.snapshot(), CODEC)["jsbig"]
     assert type(value) is Int64 and value == 2**40
+    assert [type(o.value) for o in change.ops if o.path == ("jsbig",)] == [Int64]
+    consistent(r)
+    # What the engine sends on, and its state, hold the int64 form: a replica fed from it, a
+    # replica fed the client's whole state and a Yjs client synced from it all agree.
+    fed = Replica("bob")
+    fed.merge(r.encode_state())
+    direct = Replica("carol")
+    direct.merge(out["state"])
+    assert fed.snapshot() == direct.snapshot() == r.snapshot()
+    back = yjs_client(r.encode_state(), "read")
+    assert back["read"]["jsbig"] == {"$numberLong": str(2**40)}

@@ -26,6 +26,7 @@ from virtualdom.engine.yupdate import (
     MAX_ANY_DEPTH,
     UpdateFormatError,
     UpdateInfo,
+    bigints_as_int64,
     decode_state_vector,
     decode_update,
     encode_state_vector,
@@ -1129,3 +1130,40 @@ def test_encode_state_vector_rejects_out_of_range() -> None:
         encode_state_vector({-1: 3})
     with pytest.raises(ValueError, match="u64"):
         encode_state_vector({1: 2**64})
+
+
+# ---------------------------------------------------------------------------------------
+# Yjs bigints (lib0 Any tag 122): found by the decoder, rewritten as the layout's int64.
+
+
+def bigint(value: int) -> bytes:
+    return b"\x7a" + value.to_bytes(8, "big", signed=True)
+
+
+def test_bigints_are_found_in_plain_values_at_any_depth() -> None:
+    nested = b"\x76\x02" + vs("a") + bigint(5) + vs("b") + b"\x75\x01" + bigint(-1)
+    data = update(
+        [(1, 0, [any_item(bigint(2**40), sub="big"), any_item(ANY_INT, nested, sub="n")])]
+    )
+    info = decode_update(data)
+    assert [data[at] for at in info.bigints] == [0x7A, 0x7A, 0x7A]
+    assert len(info.bigints) == 3
+    # A float64 (tag 123) has the same size but is no bigint.
+    assert decode_update(update([(1, 0, [any_item(b"\x7b" + bytes(8))])])).bigints == ()
+
+
+@pytest.mark.parametrize("value", [0, 2**40, 2**53 + 1, -(2**63), 2**63 - 1])
+def test_bigints_become_number_long_maps_that_pycrdt_reads(value: int) -> None:
+    data = update([(1, 0, [any_item(bigint(value), sub="big")])])
+    info = decode_update(data)
+    rewritten = bigints_as_int64(data, info.bigints)
+    # Same structs, same clocks, same needs: only the value's encoding changed.
+    again = decode_update(rewritten)
+    assert (again.ranges, again.dependencies, again.bigints) == (info.ranges, info.dependencies, ())
+    doc = new_doc()
+    doc.apply_update(rewritten)
+    assert doc.get("r", type=Map).to_py() == {"big": {"$numberLong": str(value)}}
+    # Without the rewrite pycrdt reads a number (a double below 2**53): the defect fixed.
+    plain = new_doc()
+    plain.apply_update(data)
+    assert plain.get("r", type=Map).to_py() != {"big": {"$numberLong": str(value)}}

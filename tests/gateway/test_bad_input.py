@@ -241,26 +241,7 @@ WRITE_CASES: dict[str, tuple[pb.WriteDiffRequest, grpc.StatusCode, str, tuple[st
 }
 
 
-# docs/diff-format.md: "TypeMismatch when a field name is applied to an array". The engine's
-# set raises PathError "items.x: index out of range (length 3)" instead (engine/replica.py
-# _Plan.op_set); the status is INVALID_ARGUMENT either way, only the reason differs.
-KNOWN_ENGINE_DEVIATIONS: set[str] = set()
-
-
-@pytest.mark.parametrize(
-    "case",
-    [
-        pytest.param(
-            c,
-            marks=pytest.mark.xfail(
-                strict=True, reason="engine: set of a field name into an array is BAD_PATH"
-            ),
-        )
-        if c in KNOWN_ENGINE_DEVIATIONS
-        else c
-        for c in WRITE_CASES
-    ],
-)
+@pytest.mark.parametrize("case", list(WRITE_CASES))
 @async_test()
 async def test_bad_write_is_refused_and_changes_nothing(tmp_path, case):
     request, code, reason, words = WRITE_CASES[case]

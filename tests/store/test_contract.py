@@ -143,6 +143,9 @@ async def test_compaction_is_per_document_and_seqs_are_never_reused(where):
         assert await store.oldest_version(b"a") == 3
         assert await store.oldest_version(b"b") == 0  # the other document keeps its history
         assert await store.oldest_seq() == 5  # a's version 3 was seq 5
+        # Judged per document (and per prefix): b's followers lost nothing.
+        assert await store.oldest_seq(b"a") == 5 and await store.oldest_seq(b"b") == 0
+        assert await store.oldest_seq(None, b"b") == 0 and await store.oldest_seq(None, b"a") == 5
         snap, rest = await store.load(b"a")
         assert snap is not None and (snap.version, snap.state) == (4, b"state-4")
         assert [c.version for c in rest] == [5]

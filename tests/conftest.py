@@ -1,0 +1,54 @@
+"""Suite-wide checks: a test fails if asyncio reported a lost task or an unretrieved error.
+
+asyncio reports "Task was destroyed but it is pending!", "Task exception was never retrieved"
+and exceptions in callbacks at ERROR through its logger, then carries on: a leaked future in a
+session's finally (issue 9, item 9) passed every test while it printed them. Here any such
+record, and any ERROR record of the asyncio logger, fails the test during which it was logged
+(after a garbage collection, so that tasks dropped by the test are reported in it).
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+from collections.abc import Iterator
+
+import pytest
+
+
+class _Collector(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+#: Wording of asyncio's reports of lost work (whatever logger carries them).
+LOST_WORK = ("was destroyed but it is pending", "exception was never retrieved")
+
+
+def lost_work(records: list[logging.LogRecord]) -> list[str]:
+    """The records that report lost asyncio work, formatted."""
+    out = []
+    for r in records:
+        text = r.getMessage()
+        if r.name == "asyncio" or any(w in text for w in LOST_WORK):
+            out.append(f"{r.name} {r.levelname}: {text}")
+    return out
+
+
+@pytest.fixture(autouse=True)
+def _no_lost_asyncio_work() -> Iterator[None]:
+    collector = _Collector()
+    root = logging.getLogger()
+    root.addHandler(collector)
+    try:
+        yield
+        gc.collect()  # a task the test dropped is destroyed (and reported) now, not later
+    finally:
+        root.removeHandler(collector)
+    found = lost_work(collector.records)
+    if found:
+        pytest.fail("asyncio reported lost work:\n" + "\n".join(found), pytrace=False)

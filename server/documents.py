@@ -75,6 +75,10 @@ Command = Write | Call | CatchUp
 
 #: Times a write batch is applied again after another gateway's append won its versions.
 CONFLICT_RETRIES = 8
+#: A document another process wrote (or won an append against) this recently is "contended":
+#: its write batches read the log first. A document only this gateway writes (the sharded
+#: case) saves that read: a stale replica shows up as a conflict, then it is caught up.
+CONTENDED_S = 5.0
 
 
 class DocumentHost:
@@ -114,6 +118,9 @@ class DocumentHost:
         self.catching_up = False
         #: Appends lost to another gateway's (conflicts), for metrics and tests.
         self.conflicts = 0
+        #: Until then (monotonic), another process is writing this document too: each batch
+        #: first catches up from the log (one read) so that its append most likely fits.
+        self.contended_until = 0.0
         self.task = asyncio.get_running_loop().create_task(
             self._run(), name=f"doc:{node_id[:64]!r}"
         )
@@ -254,6 +261,7 @@ class DocumentHost:
     def wake_catch_up(self, version: int) -> None:
         """Another process committed ``version`` of this document: catch up (queued behind
         the commands before it)."""
+        self.contended_until = time.monotonic() + CONTENDED_S
         if self.closed or self.catching_up or version <= self.replica.version:
             return
         self.catching_up = True
@@ -261,7 +269,7 @@ class DocumentHost:
 
     async def _writes(self, batch: list[Write]) -> None:
         for attempt in range(CONFLICT_RETRIES + 1):
-            if self.store.shared:
+            if self.store.shared and time.monotonic() < self.contended_until:
                 # Other gateways may have written: start from the log's latest version, so
                 # that the append below most likely fits.
                 try:
@@ -278,6 +286,7 @@ class DocumentHost:
                 # Another gateway's append took these versions first (nothing of ours was
                 # stored): rebuild from the log and apply the same writes again.
                 self.conflicts += 1
+                self.contended_until = time.monotonic() + CONTENDED_S
                 log.info("append conflict on %r (attempt %d): %s", self.node_id, attempt, exc)
                 try:
                     await self._reload()

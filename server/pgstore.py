@@ -27,6 +27,7 @@ snapshot replaces the stored one only when newer, and pruning never goes past it
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import hashlib
 import logging
@@ -90,7 +91,12 @@ CREATE SEQUENCE IF NOT EXISTS vd_actor_ids;
 """
 
 _COLUMNS = "seq, node_id, version, actor, ts_us, clock, diff, upd, metadata, request_id"
-_INSERT = f"INSERT INTO vd_changes ({_COLUMNS}) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)"
+#: Every change of a batch in one statement (one array per column).
+_INSERT = (
+    f"INSERT INTO vd_changes ({_COLUMNS}) SELECT * FROM unnest(%s::bigint[], %s::bytea[],"
+    " %s::bigint[], %s::text[], %s::bigint[], %s::bytea[], %s::bytea[], %s::bytea[],"
+    " %s::bytea[], %s::text[])"
+)
 
 #: Session settings of every connection. A gateway stopped (SIGSTOP, a hung host) in the middle
 #: of an append holds the head lock: the server ends such a session after this long idle in its
@@ -230,17 +236,27 @@ class PostgresStore:
         return [c.seq for c in batch]
 
     async def _write_loop(self) -> None:
+        #: Jobs taken from the queue but left for a later batch (a second job of a document
+        #: already in the batch: the checks compare with the version stored before it).
+        later: collections.deque[_Job | None] = collections.deque()
         while True:
-            job = await self._jobs.get()
+            job = later.popleft() if later else await self._jobs.get()
             if job is None:
                 return
             batch = [job]
-            while len(batch) < self.batch_max and not self._jobs.empty():
-                nxt = self._jobs.get_nowait()
-                if nxt is None:
-                    self._jobs.put_nowait(None)
+            nodes = {job[0][0].node_id}
+            while len(batch) < self.batch_max:
+                if later:
+                    nxt = later.popleft()
+                elif not self._jobs.empty():
+                    nxt = self._jobs.get_nowait()
+                else:
+                    break
+                if nxt is None or nxt[0][0].node_id in nodes:
+                    later.appendleft(nxt)
                     break
                 batch.append(nxt)
+                nodes.add(nxt[0][0].node_id)
             del job
             try:
                 await self._commit(batch)
@@ -274,13 +290,11 @@ class PostgresStore:
             async with conn.transaction():
                 cur = await conn.execute("SELECT seq FROM vd_head WHERE id = 1 FOR UPDATE")
                 head = start = int((await _one(cur))[0])
-                for changes, _ in batch:
-                    try:
-                        head = await self._append_job(conn, changes, head)
+                outcome = await self._append_all(conn, [changes for changes, _ in batch], head)
+                for (changes, _), conflict in zip(batch, outcome, strict=True):
+                    if conflict is None:
                         committed.extend(changes)
-                        outcome.append(None)
-                    except StoreConflict as exc:
-                        outcome.append(exc)
+                head = committed[-1].seq if committed else start
                 if head != start:
                     # Both in one round trip (no parameters: the simple query protocol).
                     await conn.execute(
@@ -322,47 +336,70 @@ class PostgresStore:
             else:
                 fut.set_exception(conflict)
 
-    async def _append_job(
-        self, conn: psycopg.AsyncConnection[Any], changes: list[StoredChange], head: int
-    ) -> int:
-        """Insert one document's changes at seqs after ``head`` (under the head lock: no other
-        append runs meanwhile, so the checks below cannot race). Returns the new head."""
-        first, last = changes[0], changes[-1]
-        ids = [c.request_id for c in changes if c.request_id]
-        if ids:
+    async def _append_all(
+        self, conn: psycopg.AsyncConnection[Any], jobs: list[list[StoredChange]], head: int
+    ) -> list[StoreConflict | None]:
+        """Insert every job's changes (one document each, no two of one document) at seqs
+        after ``head``, except those that do not fit (their StoreConflict). Under the head lock
+        no other append runs, so the checks cannot race. A few statements per batch, whatever
+        its size: the round trips, not the rows, are what a batch costs."""
+        conflicts: dict[int, StoreConflict] = {}
+        nodes = [changes[0].node_id for changes in jobs]
+        asked = [(i, c.request_id) for i, ch in enumerate(jobs) for c in ch if c.request_id]
+        if asked:
             cur = await conn.execute(
-                "SELECT request_id FROM vd_changes WHERE node_id = %s AND request_id = ANY(%s)"
-                " LIMIT 1",
-                (first.node_id, ids),
+                "SELECT node_id, request_id FROM vd_changes WHERE (node_id, request_id) IN"
+                " (SELECT * FROM unnest(%s::bytea[], %s::text[]))",
+                ([nodes[i] for i, _ in asked], [r for _, r in asked]),
             )
-            dup = await cur.fetchone()
-            if dup is not None:
-                raise StoreConflict(f"request id {dup[0]!r} is already recorded")
-        if first.version == 1:
+            recorded = {(bytes(n), str(r)) for n, r in await cur.fetchall()}
+            for i, r in asked:
+                if (nodes[i], r) in recorded:
+                    conflicts[i] = StoreConflict(f"request id {r!r} is already recorded")
+        moved: set[bytes] = set()
+        old = [i for i, ch in enumerate(jobs) if i not in conflicts and ch[0].version > 1]
+        new = [i for i, ch in enumerate(jobs) if i not in conflicts and ch[0].version == 1]
+        if old:
             cur = await conn.execute(
-                "INSERT INTO vd_documents VALUES (%s, %s) ON CONFLICT DO NOTHING",
-                (first.node_id, last.version),
-            )
-        else:
-            cur = await conn.execute(
-                "UPDATE vd_documents SET version = %s WHERE node_id = %s AND version = %s",
-                (last.version, first.node_id, first.version - 1),
-            )
-        if cur.rowcount != 1:
-            raise StoreConflict(f"{first.node_id!r} is no longer at version {first.version - 1}")
-        rows = []
-        for c in changes:
-            head += 1
-            c.seq = head
-            rows.append(
+                "UPDATE vd_documents d SET version = i.last FROM unnest(%s::bytea[],"
+                " %s::bigint[], %s::bigint[]) AS i(node_id, base, last)"
+                " WHERE d.node_id = i.node_id AND d.version = i.base RETURNING d.node_id",
                 (
+                    [nodes[i] for i in old],
+                    [jobs[i][0].version - 1 for i in old],
+                    [jobs[i][-1].version for i in old],
+                ),
+            )
+            moved.update(bytes(r[0]) for r in await cur.fetchall())
+        if new:
+            cur = await conn.execute(
+                "INSERT INTO vd_documents SELECT * FROM unnest(%s::bytea[], %s::bigint[])"
+                " ON CONFLICT DO NOTHING RETURNING node_id",
+                ([nodes[i] for i in new], [jobs[i][-1].version for i in new]),
+            )
+            moved.update(bytes(r[0]) for r in await cur.fetchall())
+        for i in old + new:
+            if nodes[i] not in moved:
+                first = jobs[i][0]
+                conflicts[i] = StoreConflict(
+                    f"{first.node_id!r} is no longer at version {first.version - 1}"
+                )
+        cols: list[list[Any]] = [[] for _ in range(10)]
+        for i, changes in enumerate(jobs):
+            if i in conflicts:
+                continue
+            for c in changes:
+                head += 1
+                c.seq = head
+                row = (
                     c.seq, c.node_id, c.version, c.actor, c.timestamp_us, c.clock_bson,
                     c.diff_bson, c.update, _encode_meta(c.metadata), c.request_id or None,
-                )
-            )  # fmt: skip
-        async with conn.cursor() as cur2:
-            await cur2.executemany(_INSERT, rows)
-        return head
+                )  # fmt: skip
+                for col, value in zip(cols, row, strict=True):
+                    col.append(value)
+        if cols[0]:
+            await conn.execute(_INSERT, tuple(cols))
+        return [conflicts.get(i) for i in range(len(jobs))]
 
     # -- fan-out ---------------------------------------------------------------------------------
 
@@ -541,9 +578,7 @@ class PostgresStore:
 
     async def oldest_seq(self, node_id: bytes | None = None, prefix: bytes = b"") -> int:
         if node_id is not None:
-            rows = await self._fetch(
-                "SELECT max_seq FROM vd_pruned WHERE node_id = %s", (node_id,)
-            )
+            rows = await self._fetch("SELECT max_seq FROM vd_pruned WHERE node_id = %s", (node_id,))
         elif prefix:
             rows = await self._fetch(
                 "SELECT max(max_seq) FROM vd_pruned WHERE substr(node_id, 1, %s) = %s",

@@ -15,6 +15,7 @@ import contextlib
 import dataclasses
 import gc
 import logging
+import random
 import sys
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -73,8 +74,10 @@ class CatchUp:
 
 Command = Write | Call | CatchUp
 
-#: Times a write batch is applied again after another gateway's append won its versions.
-CONFLICT_RETRIES = 8
+#: For how long a write batch is applied again after other gateways' appends won its versions
+#: (then UNAVAILABLE: retry). From the third attempt on, each waits a random moment first: a
+#: batch that keeps losing to a faster writer's cycle gets another phase of it.
+CONFLICT_RETRY_S = 10.0
 #: A document another process wrote (or won an append against) this recently is "contended":
 #: its write batches read the log first. A document only this gateway writes (the sharded
 #: case) saves that read: a stale replica shows up as a conflict, then it is caught up.
@@ -261,14 +264,19 @@ class DocumentHost:
     def wake_catch_up(self, version: int) -> None:
         """Another process committed ``version`` of this document: catch up (queued behind
         the commands before it)."""
-        self.contended_until = time.monotonic() + CONTENDED_S
         if self.closed or self.catching_up or version <= self.replica.version:
-            return
+            return  # this gateway's own change (or one the replica has already)
+        self.contended_until = time.monotonic() + CONTENDED_S
         self.catching_up = True
         self.enqueue(CatchUp())
 
     async def _writes(self, batch: list[Write]) -> None:
-        for attempt in range(CONFLICT_RETRIES + 1):
+        give_up = time.monotonic() + CONFLICT_RETRY_S
+        attempt = 0
+        while time.monotonic() < give_up:
+            if attempt >= 2:
+                await asyncio.sleep(random.uniform(0, min(0.05, 0.005 * attempt)))
+            attempt += 1
             if self.store.shared and time.monotonic() < self.contended_until:
                 # Other gateways may have written: start from the log's latest version, so
                 # that the append below most likely fits.

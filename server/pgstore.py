@@ -150,6 +150,7 @@ class PostgresStore:
         )
         self._writer_conn: psycopg.AsyncConnection[Any] | None = None
         self._listen_conn: psycopg.AsyncConnection[Any] | None = None
+        self._writer_pid = 0
         self._jobs: asyncio.Queue[_Job | None] = asyncio.Queue()
         self._tasks: list[asyncio.Task[None]] = []
         self._actor = ""
@@ -279,6 +280,7 @@ class PostgresStore:
             )
             await _configure(conn)
             self._writer_conn = conn
+            self._writer_pid = conn.info.backend_pid
         return conn
 
     async def _commit(self, batch: list[_Job]) -> None:
@@ -448,8 +450,10 @@ class PostgresStore:
                     # Notifications sent while this connection was not listening are lost:
                     # read the log now.
                     self._dirty.set()
-                    async for _ in conn.notifies():
-                        self._dirty.set()
+                    async for note in conn.notifies():
+                        # This process's own commits were published from memory already.
+                        if note.pid != self._writer_pid:
+                            self._dirty.set()
             except (psycopg.Error, OSError) as exc:
                 log.info("listener connection lost (%s); reconnecting", exc)
             self.listening.clear()

@@ -87,7 +87,10 @@ async def write_to_subscriber_p50(procs: list[ServerProcess], count: int) -> flo
     ):
         writer, reader = pbg.MemoryGatewayStub(wch), pbg.MemoryGatewayStub(sch)
         await writer.WriteDiff(pb.WriteDiffRequest(node_id=node, diff_bson=set_diff("f", -1)))
-        call = reader.SubscribeChanges(pb.SubscribeRequest(node_id=node, heartbeat_ms=60_000))
+        # From version 0: version 2 arrives even if it commits before the stream registers.
+        call = reader.SubscribeChanges(
+            pb.SubscribeRequest(node_id=node, heartbeat_ms=60_000, from_version=0)
+        )
         await writer.WriteDiff(pb.WriteDiffRequest(node_id=node, diff_bson=set_diff("f", -2)))
         while not any(c.version == 2 for c in (await call.read()).changes):
             pass  # the stream is live (version 2 arrived)

@@ -15,14 +15,18 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
+import tempfile
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import bson
 import grpc
 
 from benchmarks.load.common import ServerProcess, set_diff
+from benchmarks.source_tree import import_root
 from virtualdom.v1 import gateway_pb2 as pb
 from virtualdom.v1 import gateway_pb2_grpc as pbg
 
@@ -117,10 +121,15 @@ def main() -> None:
     ap.add_argument("--root", help="run the gateway from this source tree (A/B)")
     ap.add_argument("--no-idle", action="store_true", help="the control: no idle member")
     a = ap.parse_args()
-    env = {"PYTHONPATH": a.root} if a.root else None
     args = ["--no-access-log"]
-    with ServerProcess("benchmarks.load.gateway_proc", args, env=env) as server:
-        out = asyncio.run(probe(server, a.changes, not a.no_idle))
+    with tempfile.TemporaryDirectory(prefix="vdom-probe-") as scratch:
+        env = None
+        if a.root:
+            # virtualdom from the other tree's import root, benchmarks/ from the tree itself.
+            where = import_root(Path(a.root), Path(scratch))
+            env = {"PYTHONPATH": os.pathsep.join(dict.fromkeys([str(where), a.root]))}
+        with ServerProcess("benchmarks.load.gateway_proc", args, env=env) as server:
+            out = asyncio.run(probe(server, a.changes, not a.no_idle))
     out["root"] = a.root or "this tree"
     print(json.dumps(out))
 

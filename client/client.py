@@ -291,14 +291,14 @@ class GatewayClient:
                 return await invoke(self._pool.next(), deadline)
             except grpc.aio.AioRpcError as err:
                 attempt += 1
+                error = error_from_rpc(err)
                 if (
                     not idempotent
                     or attempt >= policy.max_attempts
-                    or not policy.retryable(err.code(), err.details() or "")
+                    or not policy.retryable(err.code(), err.details() or "", error.reason)
                 ):
-                    raise error_from_rpc(err) from err
+                    raise error from err
                 delay = policy.backoff(attempt - 1)
-                error = error_from_rpc(err)
                 if isinstance(error, ResourceExhausted):  # a rate limit says when to come back
                     delay = max(delay, error.retry_after_ms / 1000)
             await asyncio.sleep(delay)

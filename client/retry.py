@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 import grpc
 
-__all__ = ["DEFAULT_RETRY_CODES", "RetryPolicy"]
+__all__ = ["DEFAULT_RETRY_CODES", "RETRYABLE_EXHAUSTED_REASONS", "RetryPolicy"]
 
 DEFAULT_RETRY_CODES: frozenset[grpc.StatusCode] = frozenset(
     {
@@ -16,6 +16,11 @@ DEFAULT_RETRY_CODES: frozenset[grpc.StatusCode] = frozenset(
         grpc.StatusCode.RESOURCE_EXHAUSTED,
     }
 )
+
+#: The gateway's RESOURCE_EXHAUSTED reasons that waiting can cure (a token bucket refills, a
+#: stream slot frees). RESOURCE_EXHAUSTED without one of them is a size limit (a message or its
+#: metadata over what a side accepts, reported by grpc itself): the same call fails every time.
+RETRYABLE_EXHAUSTED_REASONS = frozenset({"RATE_LIMITED", "TOO_MANY_STREAMS", "TOO_MANY"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,14 +72,20 @@ class RetryPolicy:
         """True when a failed unary call may be attempted again."""
         return self.max_attempts > 1
 
-    def retryable(self, code: grpc.StatusCode, details: str = "") -> bool:
+    def retryable(self, code: grpc.StatusCode, details: str = "", reason: str = "") -> bool:
         """Whether a failure with this status may succeed when tried again.
 
-        A message over a size limit is RESOURCE_EXHAUSTED too, but retrying cannot help it.
+        RESOURCE_EXHAUSTED is retried only with a reason of :data:`RETRYABLE_EXHAUSTED_REASONS`
+        (the gateway's ``ErrorDetail.reason``): a message or metadata over a size limit is
+        RESOURCE_EXHAUSTED too, from grpc without a detail, and retrying cannot help it.
+        ``details`` (the status message) is not needed for that any more; it is kept for
+        callers that pass it.
         """
         if code not in self.retry_on:
             return False
-        return not (code == grpc.StatusCode.RESOURCE_EXHAUSTED and "larger than max" in details)
+        if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+            return reason in RETRYABLE_EXHAUSTED_REASONS
+        return True
 
     def backoff(self, attempt: int) -> float:
         """Seconds to wait before retry number ``attempt`` (0-based)."""

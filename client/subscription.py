@@ -206,8 +206,8 @@ class Subscription:
                 out.append(Progress.from_pb(msg.progress))
         return out
 
-    def _resumable(self, code: grpc.StatusCode, details: str) -> bool:
-        if self._retry.retryable(code, details):
+    def _resumable(self, code: grpc.StatusCode, details: str, reason: str) -> bool:
+        if self._retry.retryable(code, details, reason):
             return True
         # A server that stops past its grace period cancels the streams still open.
         return code == grpc.StatusCode.CANCELLED and not self._closing.is_set()
@@ -234,7 +234,7 @@ class Subscription:
                 if self._closing.is_set():
                     return
                 error: GatewayError = error_from_rpc(err)
-                if not self._resumable(err.code(), err.details() or ""):
+                if not self._resumable(err.code(), err.details() or "", error.reason):
                     raise error from err
                 if isinstance(error, Unavailable) and error.resume_token:
                     # The gateway's shutdown status: everything up to the token was sent.

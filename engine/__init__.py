@@ -18,7 +18,8 @@ Errors: every deliberate error derives from :class:`EngineError`::
     │   └── TypeMismatch     the path resolves, but to a value of the wrong type for the op
     ├── CausalityError       a causal context or version the replica cannot use
     │   ├── MissingDependencies   it names operations this replica has not seen
-    │   └── HistoryCompacted      it is older than retained history (``.oldest_version``)
+    │   ├── HistoryCompacted      it is older than retained history (``.oldest_version``)
+    │   └── FutureVersion         a version past the latest (``.latest``)
     └── LimitExceeded        a configured limit (document size, depth, string, diff size)
 
 A rejected diff leaves the replica exactly as it was.
@@ -29,6 +30,7 @@ from .diff import Op
 from .errors import (
     CausalityError,
     EngineError,
+    FutureVersion,
     HistoryCompacted,
     LimitExceeded,
     MalformedBSON,
@@ -39,12 +41,14 @@ from .errors import (
     TypeMismatch,
 )
 from .limits import Limits
+from .quote import quote, show_path
 from .replica import Change, Replica
 
 __all__ = [
     "CausalityError",
     "Change",
     "EngineError",
+    "FutureVersion",
     "HistoryCompacted",
     "LimitExceeded",
     "Limits",
@@ -60,5 +64,7 @@ __all__ = [
     "client_id_for",
     "clock_from_bson",
     "clock_to_bson",
+    "quote",
+    "show_path",
     "validate_clock",
 ]

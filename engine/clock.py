@@ -10,6 +10,7 @@ import bson
 from bson.int64 import Int64
 
 from .errors import CausalityError
+from .quote import quote
 
 VectorClock = dict[str, int]
 ClockKey = tuple[tuple[str, int], ...]
@@ -45,7 +46,7 @@ def clock_from_bson(data: bytes) -> VectorClock:
     try:
         doc: dict[str, Any] = bson.decode(data)
     except Exception as exc:
-        raise CausalityError(f"malformed vector clock BSON: {exc}") from None
+        raise CausalityError(f"malformed vector clock BSON: {quote(str(exc))}") from None
     return validate_clock(doc)
 
 
@@ -55,7 +56,9 @@ def validate_clock(clock: Mapping[str, Any]) -> VectorClock:
         if not isinstance(actor, str) or not actor:
             raise CausalityError("vector clock actors must be non-empty strings")
         if isinstance(n, bool) or not isinstance(n, int) or n < 0:
-            raise CausalityError(f"vector clock counter for {actor!r} must be an integer >= 0")
+            raise CausalityError(
+                f"vector clock counter for {quote(actor)} must be an integer >= 0"
+            )
         out[actor] = int(n)
     return out
 

@@ -13,6 +13,7 @@ from typing import Any
 from bson.int64 import Int64
 
 from .errors import LimitExceeded, MalformedDiff
+from .quote import quote
 
 Path = tuple[str | int, ...]
 
@@ -86,7 +87,8 @@ def parse_diff(doc: dict[str, Any], max_ops: int) -> ParsedDiff:
             raise MalformedDiff("'update' must be non-empty binary (Yjs v1 update bytes)")
         return ParsedDiff([], bytes(upd))
     if keys != {"ops"}:
-        raise MalformedDiff(f"a diff has exactly one key, 'ops' or 'update'; got {sorted(keys)!r}")
+        got = ", ".join(quote(k) for k in sorted(keys)[:8]) + (", …" if len(keys) > 8 else "")
+        raise MalformedDiff(f"a diff has exactly one key, 'ops' or 'update'; got {got}")
     raw = doc["ops"]
     if not isinstance(raw, list):
         raise MalformedDiff("'ops' must be an array")
@@ -115,7 +117,7 @@ def parse_path(v: Any, where: str) -> Path:
             raise MalformedDiff(f"{where}: empty path")
         parts = v.split(".")
         if "" in parts:
-            raise MalformedDiff(f"{where}: empty segment in path {v!r}")
+            raise MalformedDiff(f"{where}: empty segment in path {quote(v)}")
         return tuple(parts)
     if isinstance(v, list):
         if not v:
@@ -128,7 +130,7 @@ def parse_path(v: Any, where: str) -> Path:
                 out.append(int(seg))
             else:
                 raise MalformedDiff(
-                    f"{where}: path segments are strings or non-negative integers, got {seg!r}"
+                    f"{where}: path segments are strings or non-negative integers, got {quote(seg)}"
                 )
         return tuple(out)
     raise MalformedDiff(f"{where}: path must be a string or an array, got {type(v).__name__}")
@@ -140,13 +142,14 @@ def parse_op(o: Any, i: int) -> Op:
         raise MalformedDiff(f"{where} must be a document")
     name = o.get("op")
     if not isinstance(name, str) or name not in OP_FIELDS:
-        raise MalformedDiff(f"{where}: unknown op {name!r}; known: {', '.join(OP_FIELDS)}")
+        raise MalformedDiff(f"{where}: unknown op {quote(name)}; known: {', '.join(OP_FIELDS)}")
     required, optional = OP_FIELDS[name]
     keys = set(o) - {"op"}
     if missing := required - keys:
         raise MalformedDiff(f"{where} ({name}): missing {', '.join(sorted(missing))}")
     if extra := keys - required - optional:
-        raise MalformedDiff(f"{where} ({name}): unknown field {', '.join(sorted(extra))}")
+        shown = ", ".join(quote(k) for k in sorted(extra)[:8]) + (", …" if len(extra) > 8 else "")
+        raise MalformedDiff(f"{where} ({name}): unknown field {shown}")
     op = Op(name)
     if "path" in o:
         op.path = parse_path(o["path"], where)

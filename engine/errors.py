@@ -11,7 +11,8 @@ gateway, or a program embedding the engine) can map each class to one reply in o
     │   └── TypeMismatch     the path resolves, but to a value of the wrong type for the op
     ├── CausalityError       a causal context the replica cannot use
     │   ├── MissingDependencies   the context names operations this replica has not seen
-    │   └── HistoryCompacted      the context or version is older than retained history
+    │   ├── HistoryCompacted      the context or version is older than retained history
+    │   └── FutureVersion         the version asked for is past the latest one
     └── LimitExceeded        a configured limit (document size, depth, string, diff size)
 
 Whatever the class, a rejected diff or update leaves the replica exactly as it was: the engine
@@ -69,6 +70,15 @@ class HistoryCompacted(CausalityError):
         super().__init__(message)
         #: The oldest version that can still be read or used as a context.
         self.oldest_version = oldest_version
+
+
+class FutureVersion(CausalityError):
+    """The requested version does not exist yet: it is past the latest version."""
+
+    def __init__(self, message: str, latest: int) -> None:
+        super().__init__(message)
+        #: The latest version (the newest that can be read).
+        self.latest = latest
 
 
 class LimitExceeded(EngineError):

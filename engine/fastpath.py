@@ -17,7 +17,6 @@ from typing import Any
 
 from pycrdt import Text
 
-from .clock import ClockKey, clock_key
 from .diff import Path, parse_path
 from .errors import EngineError
 from .paths import resolve, step
@@ -137,15 +136,3 @@ def splice_args(doc: dict[str, Any]) -> tuple[Any, int, int, str] | None:
     ):  # fmt: skip
         return None
     return raw_path, index, count, text
-
-
-def moved_key(
-    key: ClockKey | None, at: int, clock: dict[str, int], actor: str, old: int
-) -> tuple[ClockKey, int]:
-    """The clock key of ``clock``, where only ``actor``'s entry moved from ``old``: ``key``
-    (the previous key, ``actor``'s entry at index ``at``) with that entry replaced, when it is
-    the key of the previous clock (sorting the whole clock per edit showed up in profiles)."""
-    if key is not None and key[at][1] == old:
-        return (*key[:at], (actor, clock[actor]), *key[at + 1 :]), at
-    key = clock_key(clock)
-    return key, next(i for i, (a, _) in enumerate(key) if a == actor)

@@ -22,8 +22,9 @@ from pycrdt import Doc
 
 from .clock import ClockKey, clock_key
 from .diff import Op
-from .errors import CausalityError, HistoryCompacted, MissingDependencies
+from .errors import CausalityError, FutureVersion, HistoryCompacted, MissingDependencies
 from .pycrdt_internals import apply_updates
+from .quote import quote
 
 #: Updates (and base states) at least this large are not held in memory (see the module doc).
 LARGE_UPDATE = 16 << 20
@@ -89,7 +90,7 @@ class History:
         missing = {a: n for a, n in context.items() if n > now.get(a, 0)}
         if missing:
             raise MissingDependencies(
-                f"the context names changes this replica has not seen: {missing}", missing
+                f"the context names changes this replica has not seen: {quote(missing)}", missing
             )
         version = self.version_of(clock_key(context))
         if version is not None:
@@ -116,7 +117,9 @@ class History:
                 self.base_version,
             )
         if version > self.version:
-            raise CausalityError(f"version {version} does not exist; the latest is {self.version}")
+            raise FutureVersion(
+                f"version {version} does not exist yet; the latest is {self.version}", self.version
+            )
 
     def clock_of(self, version: int) -> ClockKey:
         self._check(version)

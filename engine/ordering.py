@@ -9,7 +9,7 @@ The two clients' structs do not depend on each other in Yjs terms, so ordering m
 from __future__ import annotations
 
 from .clock import client_id_for, tick_client_for
-from .yencode import tick_update, varuint, with_marker
+from .yencode import varuint, with_marker
 
 
 class OwnClients:
@@ -51,7 +51,8 @@ class OwnClients:
         So the tick is a one-unit GC struct of our *tick client*: no content, no type, nothing a
         Yjs client sees, but it moves the state vector, and the clock sums both clients.
         """
-        return tick_update(self.tick_enc, self.ticks)
+        # yencode.tick_update written out: one call less per delete (typing deletes often).
+        return b"\x01\x01" + self.tick_enc + varuint(self.ticks) + b"\x00\x01\x00"
 
     def order(self, update: bytes, ticked: bool, main: int) -> bytes:
         """Our change's update, with a marker making receivers apply our changes in order.

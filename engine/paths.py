@@ -7,11 +7,12 @@ from typing import Any
 
 from .diff import Path
 from .errors import PathError, TypeMismatch
+from .quote import show_path
 
 
 def fmt(path: Path) -> str:
-    """A path as it appears in error messages."""
-    return ".".join(str(p) for p in path) or "<document>"
+    """A path as it appears in error messages (bounded: a path can be a megabyte of names)."""
+    return show_path(path)
 
 
 def step(node: Any, seg: str | int, where: Path) -> Any:

@@ -63,7 +63,6 @@ def splice_text(
     index: int,
     delete: int,
     insert: str,
-    *,
     register: tuple[Map[Any], str, int] | None = None,
     tick: bytes | None = None,
 ) -> None:

@@ -29,7 +29,7 @@ from .applier import EventApplier, decode_remote, deletes_beyond, first_client
 from .clock import ANONYMOUS, ActorNames, ClockKey, VectorClock, clock_key, validate_clock
 from .diff import Op, ParsedDiff, Path, encode_ops, parse_diff, parse_path
 from .errors import MalformedDiff, MalformedUpdate, MissingDependencies
-from .fastpath import LiveText, canonical_splice, go_live, moved_key, splice_args
+from .fastpath import LiveText, canonical_splice, go_live, splice_args
 from .history import History, Record
 from .limits import Limits
 from .ordering import OwnClients
@@ -243,7 +243,7 @@ class Replica:
                 change = self._fast_apply(*splice)
                 if change is not None:
                     return change
-        doc = decode_document(diff)
+        doc = decode_document(diff, self.limits.max_depth)
         if context is None:
             change = self._fast_splice(doc)
             if change is not None:
@@ -400,10 +400,7 @@ class Replica:
         # transaction (pycrdt's wrappers would open one per call).
         register = None if self._registered else (self._actors, self.actor, self._count)
         ticked = self._registered and not text
-        splice_text(
-            self._doc, ytext, index, count, text,
-            register=register, tick=own.tick() if ticked else None,
-        )  # fmt: skip
+        splice_text(self._doc, ytext, index, count, text, register, own.tick() if ticked else None)
         if register is not None:
             self._registered = True
             own.main += 1
@@ -420,7 +417,13 @@ class Replica:
         self._snapshot = None
         self._size = size
         op = Op("splice", live.path, index=index, count=count, text=text)
-        key, at = moved_key(self._key, self._key_at, clock, self.actor, old)
+        # The clock key with our entry moved (sorting the whole clock per edit showed up).
+        key, at = self._key, self._key_at
+        if key is not None and key[at][1] == old:
+            key = (*key[:at], (self.actor, clock[self.actor]), *key[at + 1 :])
+        else:
+            key = clock_key(clock)
+            at = next(i for i, (a, _) in enumerate(key) if a == self.actor)
         self._key, self._key_at = key, at
         return self._record_clock(clock, (op,), self.actor, key)
 

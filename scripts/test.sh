@@ -21,7 +21,7 @@ if ! ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 && command -v apt-get >
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends postgresql >/dev/null
 fi
-for dir in proto tests/js; do
+for dir in proto tests/js clients/ts; do
   if [ -f "$dir/package-lock.json" ]; then
     (cd "$dir" && npm ci --silent --no-audit --no-fund)
   fi
@@ -48,8 +48,10 @@ export PATH="$PWD/.tools:$PATH"
 (cd clients/go && unformatted=$(gofmt -l .) && [ -z "$unformatted" ] || { echo "gofmt: $unformatted"; exit 1; })
 (cd clients/go && go vet ./... && staticcheck ./...)
 .venv/bin/python -m pytest "$@"
-# The Go client's tests start real gateways from .venv/bin/virtualdom.
+# The Go client's and the TypeScript conformance runner's tests start real gateways from
+# .venv/bin/virtualdom.
 (cd clients/go && go test -count=1 ./...)
+(cd clients/ts && npm test)
 # The whole benchmark suite (engine + gateway load harness) in quick mode, only to prove it runs
 # (no pass/fail on speed; BENCHMARKS.md is left alone).
 .venv/bin/python benchmarks/run.py --quick --no-write -- -p no:cacheprovider

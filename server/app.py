@@ -113,6 +113,7 @@ class Gateway:
         cfg = self.config
         self.store = open_store(cfg)
         await self.store.open(self.feed.publish)
+        self.feed.store_id = self.store.store_id
         self.feed.set_head(await self.store.head())
         if not cfg.actor:
             # Never a shared default: two processes on one Yjs client corrupt documents.

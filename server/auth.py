@@ -34,6 +34,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
+from virtualdom.engine import quote
+
 from .errors import PermissionDenied, Unauthenticated
 from .ratelimit import RateLimiter
 
@@ -77,8 +79,9 @@ class Grants:
             return None
         inner = tuple(p for p in self.read if p.startswith(prefix))
         if not inner:
-            shown = prefix.decode(errors="replace")
-            raise PermissionDenied(f"no read grant covers any node under the prefix {shown!r}")
+            raise PermissionDenied(
+                f"no read grant covers any node under the prefix {quote(prefix)}"
+            )
         return lambda node_id: any(node_id.startswith(p) for p in inner)
 
 
@@ -144,7 +147,8 @@ class Caller:
             return requested or "anonymous"
         if requested and requested != self.subject:
             raise PermissionDenied(
-                f"the token's subject is {self.subject!r}: it may not act as {requested!r}"
+                f"the token's subject is {quote(self.subject)}: it may not act as"
+                f" {quote(requested)}"
             )
         return self.subject
 
@@ -167,7 +171,7 @@ def caller() -> Caller:
 
 
 def _show(node_id: bytes) -> str:
-    return repr(node_id.decode("utf-8", errors="replace"))
+    return quote(node_id)
 
 
 def parse_grants(claims: Mapping[str, Any], claim: str = "vdom") -> Grants:
@@ -326,7 +330,7 @@ class TokenVerifier:
                 if keys or attempt or not self._reload_jwks():
                     break
             if not keys:
-                raise Unauthenticated(f"no key for the token (kid={kid!r}, alg={alg!r})")
+                raise Unauthenticated(f"no key for the token (kid={quote(kid)}, alg={quote(alg)})")
             return keys
         keys = [(a, k) for a, k in self._keys if a == alg]
         if not keys:

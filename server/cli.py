@@ -26,10 +26,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="virtualdom", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     serve = sub.add_parser(
-        "serve", help="run the MemoryGateway",
+        "serve",
+        help="run the MemoryGateway",
         description="Run the MemoryGateway. Settings: flags > VIRTUALDOM_<KEY> > --config FILE"
         " (TOML) > defaults; see README 'Running in production'.",
-    )  # fmt: skip
+    )
     from .security import add_arguments as add_security_arguments
 
     add_security_arguments(serve)  # --tls-*, --auth-*, --rate-*, --max-streams-* (security.py)

@@ -25,6 +25,14 @@ class GatewayConfig:
     max_message_bytes: int = 128 * MiB
     #: Longest node_id, in bytes.
     max_node_id_bytes: int = 1024
+    #: Write metadata (docs/security.md, "Limits"): stored with each change and sent to every
+    #: subscriber, so each is capped (LIMIT_EXCEEDED) and counted in the byte rate limit.
+    #: Longest actor id, in UTF-8 bytes.
+    max_actor_bytes: int = 256
+    #: Largest `metadata` map of a write: its keys and values, in UTF-8 bytes (0 = none allowed).
+    max_metadata_bytes: int = 16 * 1024
+    #: Longest request_id, in UTF-8 bytes (the proto promises 128).
+    max_request_id_bytes: int = 128
     #: Caps on concurrent change streams and collaborative sessions.
     max_subscribers: int = 20_000
     max_sessions: int = 10_000

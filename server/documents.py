@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from virtualdom.engine import Change, EngineError, Replica, clock_to_bson
+from virtualdom.engine import Change, EngineError, Replica, clock_to_bson, quote
 
 from .config import GatewayConfig
 from .errors import NotFound, Unavailable, VersionMismatch
@@ -519,7 +519,7 @@ async def _load(
             applied = replica.merge(c.update)
         if replica.version != c.version or len(applied) != 1:
             raise StoreError(
-                f"stored log of {node_id!r} is inconsistent at version {c.version}"
+                f"stored log of {quote(node_id)} is inconsistent at version {c.version}"
                 f" (replica at {replica.version})"
             )
     replica.limits = config.limits
@@ -583,7 +583,7 @@ class Documents:
                 # Do not keep hosts of documents that do not exist (reads of random ids).
                 del self.hosts[node_id]
                 await host.stop()
-            raise NotFound(f"no document {node_id!r}")
+            raise NotFound(f"no document {quote(node_id)}")
         host.last_used = time.monotonic()
         return host
 

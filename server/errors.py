@@ -2,7 +2,14 @@
 
 Handlers raise (or let through) domain exceptions; :func:`status_of` turns any of them into a
 code, a message and an :class:`ErrorDetail` a client can act on. Nothing else in the server picks
-status codes for domain errors.
+status codes for domain errors. Anything else is a bug: :func:`internal_message` is all a client
+is told of it (the request id to find the logged traceback by), never the exception's text.
+
+Messages quote what a caller sent with :func:`virtualdom.engine.quote` (bounded), and
+:func:`status_of` cuts every message to :data:`MAX_MESSAGE_BYTES` as a last guard: the message
+travels in the trailing metadata twice (``grpc-message``, percent-encoded, and inside
+``grpc-status-details-bin``), and a client refuses metadata over 16 KiB, which would turn the
+precise status into a transport RESOURCE_EXHAUSTED without its ErrorDetail.
 """
 
 from __future__ import annotations
@@ -12,6 +19,7 @@ import grpc
 from virtualdom.engine import (
     CausalityError,
     EngineError,
+    FutureVersion,
     HistoryCompacted,
     LimitExceeded,
     MalformedBSON,
@@ -21,9 +29,13 @@ from virtualdom.engine import (
     PathError,
     TypeMismatch,
 )
+from virtualdom.engine.quote import bounded
 from virtualdom.v1 import gateway_pb2 as pb
 
 from .store import StoreError
+
+#: Longest status message sent, in UTF-8 bytes (percent-encoding can triple it on the wire).
+MAX_MESSAGE_BYTES = 1024
 
 
 class GatewayError(Exception):
@@ -99,6 +111,20 @@ class Compacted(GatewayError):
         self.resume_token = resume_token
 
 
+class TokenBeyondHead(GatewayError):
+    """A resume token names a log position past the head: this store never issued it."""
+
+    def __init__(self, message: str, *, position: int, head: int, head_token: bytes):
+        super().__init__(message)
+        self.position = position
+        self.head = head
+        self.head_token = head_token
+
+
+class ForeignToken(GatewayError):
+    """A resume token issued by another store (another database, or one since reset)."""
+
+
 # Order matters: subclasses before their bases.
 _TABLE: list[tuple[type[BaseException], grpc.StatusCode, str]] = [
     (MalformedBSON, grpc.StatusCode.INVALID_ARGUMENT, "MALFORMED_BSON"),
@@ -108,6 +134,7 @@ _TABLE: list[tuple[type[BaseException], grpc.StatusCode, str]] = [
     (PathError, grpc.StatusCode.INVALID_ARGUMENT, "BAD_PATH"),
     (MissingDependencies, grpc.StatusCode.FAILED_PRECONDITION, "MISSING_DEPENDENCIES"),
     (HistoryCompacted, grpc.StatusCode.OUT_OF_RANGE, "HISTORY_COMPACTED"),
+    (FutureVersion, grpc.StatusCode.OUT_OF_RANGE, "FUTURE_VERSION"),
     (CausalityError, grpc.StatusCode.INVALID_ARGUMENT, "BAD_CONTEXT"),
     (LimitExceeded, grpc.StatusCode.INVALID_ARGUMENT, "LIMIT_EXCEEDED"),
     (EngineError, grpc.StatusCode.INVALID_ARGUMENT, "INVALID"),
@@ -115,6 +142,8 @@ _TABLE: list[tuple[type[BaseException], grpc.StatusCode, str]] = [
     (NotFound, grpc.StatusCode.NOT_FOUND, "NOT_FOUND"),
     (VersionMismatch, grpc.StatusCode.FAILED_PRECONDITION, "VERSION_MISMATCH"),
     (Compacted, grpc.StatusCode.OUT_OF_RANGE, "HISTORY_COMPACTED"),
+    (TokenBeyondHead, grpc.StatusCode.OUT_OF_RANGE, "TOKEN_BEYOND_HEAD"),
+    (ForeignToken, grpc.StatusCode.OUT_OF_RANGE, "FOREIGN_TOKEN"),
     (RateLimited, grpc.StatusCode.RESOURCE_EXHAUSTED, "RATE_LIMITED"),
     (TooManyStreams, grpc.StatusCode.RESOURCE_EXHAUSTED, "TOO_MANY_STREAMS"),
     (TooMany, grpc.StatusCode.RESOURCE_EXHAUSTED, "TOO_MANY"),
@@ -135,6 +164,13 @@ def status_of(exc: BaseException) -> tuple[grpc.StatusCode, str, pb.ErrorDetail]
             detail = pb.ErrorDetail(reason=reason)
             if isinstance(exc, HistoryCompacted):
                 detail.version = exc.oldest_version
+            elif isinstance(exc, FutureVersion):
+                detail.version = exc.latest
+            elif isinstance(exc, TokenBeyondHead):
+                detail.resume_token = exc.head_token
+                detail.limit = "head"
+                detail.allowed = exc.head
+                detail.actual = exc.position
             elif isinstance(exc, Compacted):
                 detail.version = exc.oldest_version
                 detail.resume_token = exc.resume_token
@@ -151,5 +187,13 @@ def status_of(exc: BaseException) -> tuple[grpc.StatusCode, str, pb.ErrorDetail]
                 detail.limit = exc.limit
                 detail.allowed = exc.allowed
                 detail.actual = exc.actual
-            return code, str(exc), detail
+            return code, bounded(str(exc), MAX_MESSAGE_BYTES), detail
     return None
+
+
+def internal_message(request_id: str) -> str:
+    """What a client is told of an unexpected error (a bug): that it happened, and the request
+    id its traceback is logged under. The exception's text may hold internals (paths, SQL,
+    object reprs) and is never sent."""
+    rid = bounded(request_id, 128) if request_id else "none"
+    return f"internal error (request id {rid}); the gateway logged the details"

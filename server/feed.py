@@ -31,15 +31,26 @@ def clock_pb(clock_bson: bytes) -> pb.VectorClock:
     return pb.VectorClock(counters={k: int(v) for k, v in bson.decode(clock_bson).items()})
 
 
-def resume_token(seq: int) -> bytes:
-    """An opaque position in the log (8 bytes, big-endian seq)."""
-    return seq.to_bytes(8, "big")
+#: The first byte of a resume token that names its store.
+TOKEN_FORMAT = 1
 
 
-def parse_resume_token(token: bytes) -> int:
-    if len(token) != 8:
-        raise ValueError("a resume token is 8 bytes as returned in events")
-    return int.from_bytes(token, "big")
+def resume_token(seq: int, store_id: bytes = b"") -> bytes:
+    """An opaque position in the log: a format byte, the store's id (8 bytes) and the seq
+    (8 bytes, big-endian). Without a store id (a feed used on its own), the seq alone: the
+    format of gateways before store ids, still accepted (see parse_resume_token)."""
+    if not store_id:
+        return seq.to_bytes(8, "big")
+    return bytes((TOKEN_FORMAT,)) + store_id + seq.to_bytes(8, "big")
+
+
+def parse_resume_token(token: bytes) -> tuple[int, bytes | None]:
+    """A token's seq and store id (None for an old 8-byte token, which names no store)."""
+    if len(token) == 17 and token[0] == TOKEN_FORMAT:
+        return int.from_bytes(token[9:], "big"), bytes(token[1:9])
+    if len(token) == 8:
+        return int.from_bytes(token, "big"), None
+    raise ValueError(f"a resume token is 17 bytes as returned in events, got {len(token)}")
 
 
 #: A change whose diff and update reach this many bytes together is kept whole in the window
@@ -57,6 +68,8 @@ class Entry:
     _without_update: bytes | None = None
     #: The diff and update (and their encodings) were dropped: read the change from the store.
     hollow: bool = False
+    #: The store the change is in (for its resume token).
+    store_id: bytes = b""
 
     @property
     def seq(self) -> int:
@@ -72,7 +85,7 @@ class Entry:
         batch it has yet to encode and send, and the StoredChange is the writer's (its
         response may still be using it)."""
         change = dataclasses.replace(self.change, diff_bson=b"", update=b"")
-        return Entry(change, self.origin, hollow=True)
+        return Entry(change, self.origin, hollow=True, store_id=self.store_id)
 
     def message(self, include_update: bool) -> pb.Change:
         c = self.change
@@ -85,7 +98,7 @@ class Entry:
             actor=c.actor,
             timestamp_us=c.timestamp_us,
             metadata=c.metadata,
-            resume_token=resume_token(c.seq),
+            resume_token=resume_token(c.seq, self.store_id),
         )
 
     def encoded_field(self, include_update: bool) -> bytes:
@@ -134,6 +147,8 @@ class ChangeFeed:
 
     def __init__(self, capacity: int = 20_000):
         self.capacity = capacity
+        #: The store's id, put in resume tokens (set when the store opens).
+        self.store_id = b""
         self._seqs: list[int] = []
         self._entries: list[Entry] = []
         self.head = 0
@@ -143,11 +158,19 @@ class ChangeFeed:
         #: Large entries still whole, with the followers that have yet to take them.
         self._large: list[tuple[Entry, set[Follower]]] = []
 
+    def token(self, seq: int) -> bytes:
+        """The resume token of log position ``seq`` of this feed's store."""
+        return resume_token(seq, self.store_id)
+
+    def entry(self, change: StoredChange) -> Entry:
+        """An entry for a change read from the store."""
+        return Entry(change, store_id=self.store_id)
+
     def set_head(self, seq: int) -> None:
         self.head = max(self.head, seq)
 
     def publish(self, changes: list[StoredChange]) -> None:
-        entries = [Entry(c, c.origin) for c in changes]
+        entries = [Entry(c, c.origin, store_id=self.store_id) for c in changes]
         for e in entries:
             self._seqs.append(e.seq)
             self._entries.append(e)

@@ -15,6 +15,7 @@ the security layer refuses; server/pipeline.py) measures every call of every ser
 split (``JsonFormatter``, ``TextFormatter``, ``configure_logging``, ``Metrics``, ``Tracer``,
 ``split_address``) are still importable from this module.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -60,9 +61,13 @@ log = logging.getLogger("virtualdom.observability")
 QUIET_SERVICES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
 #: Status codes that mean the gateway failed (logged at ERROR); others are the caller's doing.
 SERVER_ERRORS = frozenset(
-    {grpc.StatusCode.UNKNOWN, grpc.StatusCode.INTERNAL, grpc.StatusCode.DATA_LOSS,
-     grpc.StatusCode.UNIMPLEMENTED}
-)  # fmt: skip
+    {
+        grpc.StatusCode.UNKNOWN,
+        grpc.StatusCode.INTERNAL,
+        grpc.StatusCode.DATA_LOSS,
+        grpc.StatusCode.UNIMPLEMENTED,
+    }
+)
 MAX_LOGGED_ID = 256
 
 
@@ -480,8 +485,16 @@ class Observability:
             shown = ("method", "code", "duration_ms")
             # Logger.log would first walk the stack for the caller's file and line (a tenth of
             # the line's cost), which an access-log line does not show.
-            record = ACCESS.makeRecord(ACCESS.name, level, "", 0, msg, (), None,
-                                       extra={"fields": fields, "in_message": shown})  # fmt: skip
+            record = ACCESS.makeRecord(
+                ACCESS.name,
+                level,
+                "",
+                0,
+                msg,
+                (),
+                None,
+                extra={"fields": fields, "in_message": shown},
+            )
             ACCESS.handle(record)
 
     def close(self) -> None:
@@ -489,4 +502,3 @@ class Observability:
             self.metrics.close()
         if self.tracer is not None:
             self.tracer.close()
-

@@ -31,8 +31,8 @@ import collections
 import contextlib
 import hashlib
 import logging
+import os
 import time
-import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -130,7 +130,7 @@ class PostgresStore:
         self.url = url
         self.poll_s = poll_s
         self.batch_max = batch_max
-        self.store_id = ""
+        self.store_id = b""
         self.on_commit: CommitHook | None = None
         #: Called after each commit with (seconds, changes): metrics.
         self.on_stats: Callable[[float, int], None] | None = None
@@ -175,12 +175,14 @@ class PostgresStore:
             async with self._pool.connection(10.0) as conn, conn.transaction():
                 await conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
                 await conn.execute(SCHEMA)
+                # Made once, with the schema: every gateway on the database puts the same id
+                # in its resume tokens, so a token resumes on any of them.
                 await conn.execute(
                     "INSERT INTO vd_meta VALUES ('store_id', %s) ON CONFLICT DO NOTHING",
-                    (uuid.uuid4().hex,),
+                    (os.urandom(8).hex(),),
                 )
                 cur = await conn.execute("SELECT value FROM vd_meta WHERE key = 'store_id'")
-                self.store_id = str((await _one(cur))[0])
+                self.store_id = bytes.fromhex(str((await _one(cur))[0]))
         except (psycopg.Error, TimeoutError) as exc:
             await self._pool.close()
             raise StoreError(f"cannot open the PostgreSQL store: {exc}") from exc

@@ -19,15 +19,26 @@ from google.protobuf import any_pb2
 from google.rpc import code_pb2, status_pb2
 from grpc_status import rpc_status
 
-from virtualdom.engine import Replica, validate_clock
+from virtualdom.engine import FutureVersion, LimitExceeded, Replica, validate_clock
 from virtualdom.engine.diff import parse_path
 from virtualdom.v1 import gateway_pb2 as pb
 
+from . import context as callctx
 from .auth import caller
 from .config import GatewayConfig
 from .documents import Documents, Write, WriteResult
-from .errors import BadRequest, Compacted, NotFound, ShuttingDown, TooMany, status_of
-from .feed import ChangeFeed, Entry, Follower, parse_resume_token, resume_token
+from .errors import (
+    BadRequest,
+    Compacted,
+    ForeignToken,
+    NotFound,
+    ShuttingDown,
+    TokenBeyondHead,
+    TooMany,
+    internal_message,
+    status_of,
+)
+from .feed import ChangeFeed, Entry, Follower, parse_resume_token
 from .store import Store, StoredChange
 
 log = logging.getLogger("virtualdom.service")
@@ -38,9 +49,10 @@ async def abort_for(context: grpc.aio.ServicerContext[Any, Any], exc: BaseExcept
     """Abort the RPC with the status the error table gives ``exc`` (INTERNAL if none)."""
     mapped = status_of(exc)
     if mapped is None:
-        log.exception("internal error", exc_info=exc)
-        code, message = grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}"
-        await context.abort(code, message)
+        # A bug: the traceback goes to the log (its lines carry the request id), the client
+        # gets the request id to quote, never the exception's text.
+        log.error("internal error", exc_info=exc)
+        await context.abort(grpc.StatusCode.INTERNAL, internal_message(callctx.request_id.get()))
     assert mapped is not None
     code, message, detail = mapped
     packed = any_pb2.Any()
@@ -134,6 +146,15 @@ class MemoryGateway:
             raise BadRequest(f"{what} must be UTF-8") from None
         return bytes(raw)
 
+    def actor(self, requested: str) -> str:
+        """The actor a write or a session member acts as (the caller's, see
+        :meth:`~.auth.Caller.actor_for`), within ``max_actor_bytes``."""
+        limit = self.config.max_actor_bytes
+        _limited("max_actor_bytes", limit, requested, "actor")
+        actor = caller().actor_for(requested)
+        _limited("max_actor_bytes", limit, actor, "actor")
+        return actor
+
     # -- unary -----------------------------------------------------------------------------------
 
     @rpc_errors
@@ -145,17 +166,23 @@ class MemoryGateway:
         if not diff_bson:
             raise BadRequest("diff_bson is empty")
         who = caller()  # the token's subject is the actor; grants and rate limits apply
-        actor = who.actor_for(request.actor)
-        who.require_write(node_id, len(diff_bson))
+        actor = self.actor(request.actor)
         request_id = request.request_id or request.metadata.get("request_id", "")
-        if len(request_id) > 128:
-            raise BadRequest("request_id is longer than 128 characters")
+        rid_bytes = _limited(
+            "max_request_id_bytes", self.config.max_request_id_bytes, request_id, "request_id"
+        )
+        metadata = dict(request.metadata)
+        meta_bytes = sum(len(k.encode()) + len(v.encode()) for k, v in metadata.items())
+        _check("max_metadata_bytes", self.config.max_metadata_bytes, meta_bytes, "metadata")
         context_clock = clock_of(request.vector_clock) if request.vector_clock.counters else None
+        # Checked (and refused) before charging: what is stored with the change and sent to
+        # every subscriber counts in the byte rate, not only the diff.
+        who.require_write(node_id, len(diff_bson) + meta_bytes + len(actor.encode()) + rid_bytes)
         write = Write(
             diff=diff_bson,
             context=context_clock,
             actor=actor,
-            metadata=dict(request.metadata),
+            metadata=metadata,
             request_id=request_id,
             expected_version=(
                 request.expected_version if request.HasField("expected_version") else None
@@ -235,7 +262,7 @@ class MemoryGateway:
                 for s in snaps:
                     skip[s.node_id] = s.version
                 if node_id is not None and start is None:
-                    pos = min(pos, parse_resume_token(snaps[0].resume_token))
+                    pos = min(pos, parse_resume_token(snaps[0].resume_token)[0])
                 for i in range(0, len(snaps), 64):
                     yield pb.ChangeEvent(snapshots=snaps[i : i + 64])
             if start == "from_version":
@@ -248,17 +275,14 @@ class MemoryGateway:
                     for message in self._messages(fresh, include_update):
                         yield message
             elif start == "resume_token":
-                try:
-                    pos = parse_resume_token(request.resume_token)
-                except ValueError as exc:
-                    raise BadRequest(str(exc)) from None
+                pos = self._position(request.resume_token)
                 oldest = await self.store.oldest_seq(node_id, prefix or b"")
                 if pos < oldest:
                     raise Compacted(
                         f"the resume token is older than the retained log; resync from a"
                         f" snapshot (oldest position {oldest})",
                         0,
-                        resume_token(oldest),
+                        self.feed.token(oldest),
                     )
             async for item in self._follow(follower, pos, skip, include_update, heartbeat, visible):
                 yield item
@@ -266,13 +290,35 @@ class MemoryGateway:
             self.feed.unfollow(follower)
             self.subscribers -= 1
 
+    def _position(self, token: bytes) -> int:
+        """The log position a resume token names, if this store issued it: a token of another
+        store, or past the head, would make the stream skip changes it never saw."""
+        try:
+            seq, store_id = parse_resume_token(token)
+        except ValueError as exc:
+            raise BadRequest(str(exc)) from None
+        # An 8-byte token (gateways before store ids) names no store: only the head is checked.
+        if store_id is not None and store_id != self.feed.store_id:
+            raise ForeignToken(
+                "the resume token was issued by another store (another database, or this one"
+                " reset or restored from a backup); resync from a snapshot"
+            )
+        head = self.feed.head
+        if seq > head:
+            raise TokenBeyondHead(
+                f"the resume token is at log position {seq}, past the head {head}: this store"
+                f" never issued it; resync from a snapshot (the detail's token is the head)",
+                position=seq, head=head, head_token=self.feed.token(head),
+            )  # fmt: skip
+        return seq
+
     async def _snapshot_event(self, node_id: bytes) -> pb.SnapshotEvent:
         host = await self.documents.host(node_id, create=False)
 
         def snap(r: Replica) -> pb.SnapshotEvent:
             return pb.SnapshotEvent(
                 node_id=node_id, version=r.version, vector_clock=pb.VectorClock(counters=r.clock()),
-                snapshot_bson=r.snapshot(), resume_token=resume_token(host.last_seq),
+                snapshot_bson=r.snapshot(), resume_token=self.feed.token(host.last_seq),
             )  # fmt: skip
 
         event: pb.SnapshotEvent = await host.read(snap)
@@ -290,13 +336,15 @@ class MemoryGateway:
         host = await self.documents.host(node_id, create=after_version == 0)
         current = await host.read(lambda r: r.version)
         if after_version > current:
-            raise BadRequest(f"from_version {after_version} is beyond the latest {current}")
+            raise FutureVersion(
+                f"from_version {after_version} is past the latest version {current}", current
+            )
         v = after_version
         while True:
             rows = await self.store.changes_of(node_id, v, self.config.batch_events)
             if not rows:
                 return
-            yield [Entry(c) for c in rows]
+            yield [self.feed.entry(c) for c in rows]
             v = rows[-1].version
 
     async def _follow(
@@ -343,11 +391,13 @@ class MemoryGateway:
             if not woken:
                 yield pb.ChangeEvent(
                     progress=pb.Progress(
-                        resume_token=resume_token(pos), timestamp_us=int(time.time() * 1e6)
+                        resume_token=self.feed.token(pos), timestamp_us=int(time.time() * 1e6)
                     )
                 )
         # Shutting down: end with a status that tells the client where to resume from.
-        raise ShuttingDown("the gateway is shutting down; resume from the token", resume_token(pos))
+        raise ShuttingDown(
+            "the gateway is shutting down; resume from the token", self.feed.token(pos)
+        )
 
     def close_streams(self) -> None:
         """Shutting down: every change stream ends with a resumable status."""
@@ -368,7 +418,7 @@ class MemoryGateway:
                 # Fell out of the in-memory window: catch up from the store.
                 rows = await self._stored_after(pos, follower, limit)
                 if rows:
-                    return [Entry(c) for c in rows], pos
+                    return [self.feed.entry(c) for c in rows], pos
                 pos = max(pos, self.feed.window_start())
                 continue
             return entries, pos if entries else max(pos, head)
@@ -379,7 +429,7 @@ class MemoryGateway:
             raise Compacted(
                 "this subscriber fell behind compacted history; resync from a snapshot",
                 0,
-                resume_token(oldest),
+                self.feed.token(oldest),
             )
         if follower.node_id is not None:
             # The query matches node_id as a prefix ("doc" also finds "doc/child"): when a full
@@ -415,6 +465,21 @@ class MemoryGateway:
             size += len(field)
         if chunk:
             yield b"".join(chunk)
+
+
+def _check(limit: str, allowed: int, actual: int, what: str) -> None:
+    if actual > allowed:
+        raise LimitExceeded(
+            f"{what} is {actual} bytes, over the limit {limit}={allowed}", limit, allowed, actual
+        )
+
+
+def _limited(limit: str, allowed: int, text: str, what: str) -> int:
+    """``text``'s size in UTF-8 bytes, checked against ``allowed`` (the proto counts bytes:
+    64 emoji are 64 characters but 256 bytes)."""
+    size = len(text.encode())
+    _check(limit, allowed, size, what)
+    return size
 
 
 def _echo_budget(config: GatewayConfig) -> int:

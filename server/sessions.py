@@ -22,14 +22,24 @@ from typing import Any
 import bson
 import grpc
 
-from virtualdom.engine import Replica
+from virtualdom.engine import Replica, quote
+from virtualdom.engine.bson_errors import malformed
+from virtualdom.engine.values import DEFAULT_MAX_DEPTH
 from virtualdom.v1 import gateway_pb2 as pb
 
 from . import context as callctx
 from .auth import caller
 from .config import GatewayConfig
 from .documents import Call, DocumentHost, Documents, Write, WriteResult
-from .errors import BadRequest, Exhausted, ShuttingDown, TooMany, Unauthenticated, status_of
+from .errors import (
+    BadRequest,
+    Exhausted,
+    ShuttingDown,
+    TooMany,
+    Unauthenticated,
+    internal_message,
+    status_of,
+)
 from .feed import ChangeFeed, Follower
 from .service import MemoryGateway, _echo_budget, abort_for, clock_of, refuse_stream
 
@@ -45,7 +55,7 @@ def _error_update(seq: int, node_id: bytes, exc: Exception) -> pb.SessionUpdate:
         # request id that finds it there.
         rid = callctx.request_id.get()
         log.error("session message failed (request id %s)", rid, exc_info=exc)
-        code, message = grpc.StatusCode.INTERNAL, f"internal error (request id {rid})"
+        code, message = grpc.StatusCode.INTERNAL, internal_message(rid)
     else:
         code, message, detail = mapped
         retry_after_ms = detail.retry_after_ms
@@ -345,7 +355,7 @@ class SessionService:
             node_id = self.gateway.node_id(msg.leave.node_id)
             joined = session.joined.get(node_id)
             if joined is None:
-                raise BadRequest(f"not joined to {node_id!r}")
+                raise BadRequest(f"not joined to {quote(node_id)}")
             await self._leave(session, joined)
         elif kind == "diff":
             m = self._member(session, msg.diff.node_id)
@@ -375,7 +385,7 @@ class SessionService:
         node_id = self.gateway.node_id(raw)
         m = session.joined.get(node_id)
         if m is None:
-            raise BadRequest(f"join {node_id!r} before sending to it")
+            raise BadRequest(f"join {quote(node_id)} before sending to it")
         return m
 
     async def _write(self, session: Session, seq: int, m: Membership, write: Write) -> None:
@@ -387,9 +397,9 @@ class SessionService:
         node_id = self.gateway.node_id(join.node_id)
         who = caller()  # joining reads the document; the member acts as the token's subject
         who.require_read(node_id)
-        actor = who.actor_for(join.actor)
+        actor = self.gateway.actor(join.actor)  # within max_actor_bytes
         if node_id in session.joined:
-            raise BadRequest(f"already joined {node_id!r}")
+            raise BadRequest(f"already joined {quote(node_id)}")
         presence = _checked_presence(join.presence_bson)
         host = await self.documents.host(node_id, create=True)
         state_vector, want_snapshot = bytes(join.state_vector), join.want_snapshot
@@ -518,8 +528,11 @@ def _checked_presence(data: bytes) -> bytes:
         raise BadRequest("presence state is over 64 KiB")
     try:
         bson.decode(data)
-    except Exception as exc:
-        raise BadRequest(f"presence state is not a BSON document: {exc}") from None
+    except Exception:
+        # In the project's words, with the byte offset (not pymongo's text).
+        raise BadRequest(
+            f"presence state is not a BSON document: {malformed(data, DEFAULT_MAX_DEPTH)}"
+        ) from None
     return bytes(data)
 
 

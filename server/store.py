@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import queue
 import sqlite3
 import threading
@@ -80,8 +81,10 @@ class Store(Protocol):
     ``append`` (a :class:`StoreConflict` otherwise).
     """
 
-    #: A stable id of this log (the same from every process on it, kept across restarts).
-    store_id: str
+    #: 8 random bytes made when the store was created, kept with its data (the same from
+    #: every process on it): resume tokens carry it, so a token from another store is refused
+    #: instead of skipping changes.
+    store_id: bytes
     #: True when other processes may append to the same log (documents must catch up from the
     #: log before writing, and expect conflicts).
     shared: bool
@@ -173,13 +176,15 @@ CREATE TABLE IF NOT EXISTS snapshots (
     state BLOB NOT NULL,
     seq INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS meta (
+    key TEXT PRIMARY KEY,
+    value BLOB NOT NULL
+);
 CREATE TABLE IF NOT EXISTS pruned (
     node_id BLOB PRIMARY KEY,
     before_version INTEGER NOT NULL,
     max_seq INTEGER NOT NULL
-);
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-"""
+);"""
 
 #: Each document's stored version (append checks against it) and the log's head seq: both
 #: survive pruning, so neither a version nor a seq is ever handed out twice.
@@ -259,14 +264,16 @@ class SqliteStore:
         if not conn.execute("SELECT 1 FROM sqlite_master WHERE name='documents'").fetchall():
             for stmt in _DOCS.split(";\n"):
                 conn.execute(stmt)
-        conn.execute("INSERT OR IGNORE INTO meta VALUES ('store_id', ?)", (uuid.uuid4().hex,))
+        # Made once, with the database (a store restored from a copy keeps it: docs/security.md
+        # says how to reset it).
+        conn.execute("INSERT OR IGNORE INTO meta VALUES ('store_id', ?)", (os.urandom(8),))
         conn.execute(
             "INSERT OR IGNORE INTO meta VALUES ('actor', ?)", (f"gw-{uuid.uuid4().hex[:12]}",)
         )
         conn.execute("COMMIT")
         meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
-        self.store_id: str = meta["store_id"]
-        self._actor: str = meta["actor"]
+        self.store_id: bytes = bytes(meta["store_id"])
+        self._actor: str = str(meta["actor"])
         self._head = int(meta["head"])
         conn.close()
         self._writer = threading.Thread(target=self._write_loop, name="store-writer", daemon=True)

@@ -76,4 +76,3 @@ class Tracer:
 
     def close(self) -> None:
         self.provider.shutdown()
-

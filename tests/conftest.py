@@ -5,15 +5,48 @@ and exceptions in callbacks at ERROR through its logger, then carries on: a leak
 session's finally (issue 9, item 9) passed every test while it printed them. Here any such
 record, and any ERROR record of the asyncio logger, fails the test during which it was logged
 (after a garbage collection, so that tasks dropped by the test are reported in it).
+
+Before any test: the session stops, naming the install command, when a strict editable install
+is older than a module of the source folders.
 """
 
 from __future__ import annotations
 
 import gc
 import logging
+import pathlib
+import tomllib
 from collections.abc import Iterator
 
 import pytest
+
+import virtualdom
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+INSTALL = "pip install -e '.[test,otel,bench]' --config-settings editable_mode=strict"
+
+
+def new_modules_the_install_lacks() -> list[str]:
+    """Source files added since a strict editable install made its link tree (it links each file
+    once, so a module added later fails to import, or mypy skips it, until the next install)."""
+    top = pathlib.Path(virtualdom.__file__)
+    if not top.is_symlink():  # a lenient editable install or a wheel: nothing to go stale
+        return []
+    with open(ROOT / "pyproject.toml", "rb") as f:
+        mapping: dict[str, str] = tomllib.load(f)["tool"]["setuptools"]["package-dir"]
+    missing = []
+    for package, folder in mapping.items():
+        linked = top.parent.joinpath(*package.split(".")[1:])
+        for source in sorted((ROOT / folder).glob("*.py")):
+            if not (linked / source.name).exists():
+                missing.append(str(source.relative_to(ROOT)))
+    return missing
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    missing = new_modules_the_install_lacks()
+    if missing:
+        pytest.exit(f"the editable install predates {', '.join(missing)}: run {INSTALL}", 4)
 
 
 class _Collector(logging.Handler):

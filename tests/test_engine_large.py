@@ -178,8 +178,8 @@ def test_values_without_nan_are_not_copied(monkeypatch: pytest.MonkeyPatch) -> N
     parsed: list[dict[str, Any]] = []
     decode = replica_mod.decode_document
 
-    def spy(data: bytes) -> dict[str, Any]:
-        out = decode(data)
+    def spy(data: bytes, *args: Any) -> dict[str, Any]:
+        out = decode(data, *args)  # (the replica passes its max_depth)
         parsed.append(out)
         return out
 

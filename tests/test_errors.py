@@ -15,6 +15,7 @@ from bson.int64 import Int64
 from virtualdom.engine import (
     CausalityError,
     EngineError,
+    FutureVersion,
     HistoryCompacted,
     LimitExceeded,
     Limits,
@@ -242,7 +243,7 @@ MALFORMED_DIFFS: dict[str, tuple[dict[str, Any], str]] = {
     "splice-missing-index": ({"ops": [{"op": "splice", "path": "title"}]}, "missing index"),
     "unknown-field": (
         {"ops": [{"op": "remove", "path": "n", "value": 1}]},
-        "unknown field value",
+        "unknown field 'value'",
     ),
     "path-wrong-type": ({"ops": [{"op": "remove", "path": 3}]}, "path must be a string"),
     "path-empty": ({"ops": [{"op": "remove", "path": ""}]}, "empty path"),
@@ -291,7 +292,7 @@ MALFORMED_DIFFS: dict[str, tuple[dict[str, Any], str]] = {
     "replace-not-document": ({"ops": [{"op": "replace", "value": [1]}]}, "must be a document"),
     "replace-with-path": (
         {"ops": [{"op": "replace", "path": "x", "value": {}}]},
-        "unknown field path",
+        "unknown field 'path'",
     ),
     "update-not-binary": ({"update": "AQID"}, "'update' must be non-empty binary"),
     "update-empty": ({"update": b""}, "'update' must be non-empty binary"),
@@ -526,7 +527,11 @@ def test_snapshot_of_compacted_version(version: int) -> None:
 
 def test_snapshot_of_future_version() -> None:
     r, _, _ = _with_history()
-    check_rejected(r, CausalityError, "does not exist", lambda: r.snapshot(version=99))
+    info = check_rejected(
+        r, FutureVersion, "does not exist yet; the latest is 5", lambda: r.snapshot(version=99)
+    )
+    assert isinstance(info.value, CausalityError)
+    assert info.value.latest == 5
 
 
 # -- LimitExceeded ------------------------------------------------------------------------------

@@ -4,7 +4,7 @@ with its dependencies from the registry, and `virtualdom serve` run from that vi
 a health check and a write.
 
 Marked ``packaging`` (``-m "not packaging"`` leaves it out): it builds twice and installs a venv,
-30-60 s with pip's cache warm.
+20-60 s with pip's cache warm.
 """
 
 from __future__ import annotations
@@ -36,8 +36,19 @@ WAIT = 60.0
 PACKAGES = ("engine", "server", "client", "v1")
 #: What a checkout accumulates that git ignores (.gitignore) and no build should see.
 LOCAL_STATE = (
-    ".git", ".venv", "build", "dist", "*.egg-info", "node_modules", ".tools", "__pycache__",
-    ".mypy_cache", ".ruff_cache", ".hypothesis", ".benchmarks", "virtualdom-data",
+    ".git",
+    ".venv",
+    "build",
+    "dist",
+    "*.egg-info",
+    "node_modules",
+    ".tools",
+    "__pycache__",
+    ".mypy_cache",
+    ".ruff_cache",
+    ".hypothesis",
+    ".benchmarks",
+    "virtualdom-data",
 )
 
 
@@ -51,8 +62,11 @@ def dist(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("dist")
     run = subprocess.run(
         [sys.executable, "-m", "build", "--outdir", str(out), str(tree)],
-        capture_output=True, text=True, timeout=300, check=False,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     return out
 
@@ -108,13 +122,25 @@ def test_the_wheel_holds_the_virtualdom_packages_only_and_the_license(dist: Path
 def installed(dist: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A fresh virtualenv (no system packages) with the wheel and its dependencies."""
     env_dir = tmp_path_factory.mktemp("venv")
-    venv.create(env_dir, with_pip=True, clear=True)
+    venv.create(env_dir, with_pip=False, clear=True)  # this pip installs into it (--python)
     python = env_dir / "bin" / "python"
     run = subprocess.run(
-        [str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check",
-         str(_only(dist, "virtualdom-*.whl"))],
-        capture_output=True, text=True, timeout=300, check=False,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "--python",
+            str(python),
+            "install",
+            "-q",
+            "--disable-pip-version-check",
+            str(_only(dist, "virtualdom-*.whl")),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     return env_dir
 
@@ -127,9 +153,13 @@ def test_the_installed_package_is_the_one_imported_outside_the_checkout(
         "virtualdom.v1.gateway_pb2; print(virtualdom.__version__, virtualdom.server.__file__)"
     )
     run = subprocess.run(
-        [str(installed / "bin" / "python"), "-c", code], cwd=tmp_path,
-        capture_output=True, text=True, timeout=WAIT, check=False,
-    )  # fmt: skip
+        [str(installed / "bin" / "python"), "-c", code],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=WAIT,
+        check=False,
+    )
     assert run.returncode == 0, run.stderr
     version, path = run.stdout.split()
     assert version == "0.1.0"
@@ -140,11 +170,21 @@ def test_the_installed_package_is_the_one_imported_outside_the_checkout(
 def serving(installed: Path, tmp_path: Path) -> Iterator[int]:
     """``virtualdom serve`` from the fresh virtualenv on port 0; yields the port it logs."""
     proc = subprocess.Popen(
-        [str(installed / "bin" / "virtualdom"), "serve", "--address", "127.0.0.1:0",
-         "--data-dir", str(tmp_path / "data")],
-        cwd=tmp_path, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE, text=True, env={**os.environ, "VIRTUALDOM_LOG_FORMAT": "text"},
-    )  # fmt: skip
+        [
+            str(installed / "bin" / "virtualdom"),
+            "serve",
+            "--address",
+            "127.0.0.1:0",
+            "--data-dir",
+            str(tmp_path / "data"),
+        ],
+        cwd=tmp_path,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "VIRTUALDOM_LOG_FORMAT": "text"},
+    )
     assert proc.stderr is not None
     try:
         seen: list[str] = []
@@ -177,3 +217,32 @@ def test_virtualdom_serve_from_the_wheel_answers_health_and_a_write(serving: int
         assert wrote.new_version == 1
         read = stub.ReadSnapshot(pb.ReadSnapshotRequest(node_id=b"pkg/doc"), timeout=WAIT)
         assert bson.decode(read.snapshot_bson) == {"hello": "world"}
+
+
+def test_the_shipped_tests_run_from_the_unpacked_sdist(dist: Path, tmp_path: Path) -> None:
+    """Every test module and helper the sdist ships imports (collection), and a few quick tests
+    pass, from the unpacked sdist: what they read from the tree (tests/, benchmarks/, scripts/,
+    proto/, README.md, docs/) is in it. virtualdom itself comes from this test's environment
+    (the wheel's installs are checked above)."""
+    with tarfile.open(_only(dist, "virtualdom-*.tar.gz")) as tar:
+        tar.extractall(tmp_path, filter="data")
+    tree = _only(tmp_path, "virtualdom-*")
+    # One run: collecting tests/ and benchmarks/ imports every module and helper they ship; -k
+    # then runs only a few quick tests that read the tree (proto/gen, README.md, docs/).
+    quick = [
+        "test_generated_code_is_fresh",
+        "test_readme_example_runs_and_converges",
+        "test_every_file_and_test_the_document_names_exists",
+        "test_unknown_node_is_not_found",
+    ]
+    ran = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests", "benchmarks",
+         "-k", " or ".join(quick)],
+        cwd=tree,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )  # fmt: skip
+    assert ran.returncode == 0, ran.stdout[-3000:] + ran.stderr[-3000:]
+    assert re.search(rf"\b{len(quick)} passed, \d+ deselected", ran.stdout), ran.stdout[-3000:]

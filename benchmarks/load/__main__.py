@@ -17,7 +17,7 @@ from pathlib import Path
 
 from .common import QUICK, ROOT, pin_client
 
-GROUPS = ("unary", "streams", "scaling")
+GROUPS = ("unary", "streams", "scaling", "go_client")
 
 
 def main() -> int:

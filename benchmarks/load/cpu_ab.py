@@ -21,14 +21,15 @@ import sys
 import tempfile
 from pathlib import Path
 
+from benchmarks.source_tree import import_root
 from virtualdom.v1 import gateway_pb2 as pb
 
 from .common import ROOT, ServerProcess, pin_client
 from .ghz import run_ghz
 from .unary import write_messages
 
-# Started with ``python -c``, the source tree first on sys.path: a revision without
-# benchmarks/load still runs.
+# Started with ``python -c``, the source tree's import root (benchmarks/source_tree.py) first on
+# sys.path: a revision without benchmarks/load still runs.
 SERVE = """
 import asyncio, signal, sys
 sys.path.insert(0, sys.argv[1])
@@ -50,9 +51,9 @@ asyncio.run(main())
 """
 
 
-def _inline(root: Path) -> ServerProcess:
-    """The gateway of the source tree at ``root``."""
-    return ServerProcess("gateway", [str(root)], env={"PYTHONPATH": str(root)}, code=SERVE)
+def _inline(where: Path) -> ServerProcess:
+    """The gateway of the source tree whose import root is ``where``."""
+    return ServerProcess("gateway", [str(where)], env={"PYTHONPATH": str(where)}, code=SERVE)
 
 
 def workloads() -> list[tuple[str, str, list[pb.WriteDiffRequest] | list[pb.ReadSnapshotRequest]]]:
@@ -79,8 +80,10 @@ def main() -> int:
         try:
             sides: list[tuple[str, ServerProcess]] = []
             results: dict[tuple[str, str], list[float]] = {}
+            before_root = import_root(before, Path(tmp) / "before-import")
+            after_root = import_root(ROOT, Path(tmp) / "after-import")
             for _ in range(args.rounds):
-                sides = [(args.before, _inline(before)), ("working tree", _inline(ROOT))]
+                sides = [(args.before, _inline(before_root)), ("working tree", _inline(after_root))]
                 if args.echo:
                     sides.append(("echo", ServerProcess("benchmarks.load.echo_server")))
                 for side, server in sides:

@@ -116,7 +116,7 @@ type Subscription struct {
 	seen          map[string]uint64
 	snapshotsDone bool
 	failures      int
-	// Reconnects counts how often the stream was re-established.
+	// Reconnects counts the reconnects after a failed stream.
 	Reconnects int
 }
 
@@ -293,16 +293,26 @@ func (s *Subscription) Recv() (*Event, error) {
 		s.mu.Lock()
 		stream := s.stream
 		s.mu.Unlock()
-		msg, err := stream.Recv()
+		var err error
+		if stream == nil {
+			// A reconnect whose stream could not even be opened: try again (below on failure).
+			err = s.open()
+		} else {
+			var msg *pb.ChangeEvent
+			msg, err = stream.Recv()
+			if err == nil {
+				s.failures = 0
+				s.absorb(msg)
+				continue
+			}
+			if errors.Is(err, io.EOF) {
+				return nil, io.EOF
+			}
+			err = fromRPC(err)
+		}
 		if err == nil {
-			s.failures = 0
-			s.absorb(msg)
 			continue
 		}
-		if errors.Is(err, io.EOF) {
-			return nil, io.EOF
-		}
-		err = fromRPC(err)
 		if ctxErr := s.ctx.Err(); ctxErr != nil {
 			return nil, ctxErr
 		}
@@ -324,8 +334,11 @@ func (s *Subscription) Recv() (*Event, error) {
 		}
 		s.failures++
 		s.Reconnects++
-		if oerr := s.open(); oerr != nil {
-			return nil, oerr
+		s.mu.Lock()
+		if s.streamEnd != nil {
+			s.streamEnd()
 		}
+		s.stream, s.streamEnd = nil, nil
+		s.mu.Unlock()
 	}
 }

@@ -184,8 +184,8 @@ WRITE_CASES: dict[str, tuple[pb.WriteDiffRequest, grpc.StatusCode, str, tuple[st
     "too-long-request-id": (
         req(diff(inc("n", 1)), request_id="r" * 129),
         INVALID,
-        "BAD_REQUEST",
-        ("request_id",),
+        "LIMIT_EXCEEDED",
+        ("request_id", "max_request_id_bytes=128"),
     ),
     "clock-naming-unseen-changes": (
         req(diff(inc("n", 1)), vector_clock=pb.VectorClock(counters={"gateway": 10**6})),
@@ -320,8 +320,8 @@ READ_CASES: dict[str, tuple[pb.ReadSnapshotRequest, grpc.StatusCode, str, tuple[
     # A version the document has not reached: the table maps CausalityError to INVALID_ARGUMENT.
     "future-version": (
         pb.ReadSnapshotRequest(node_id=NODE, version=99),
-        INVALID,
-        "BAD_CONTEXT",
+        grpc.StatusCode.OUT_OF_RANGE,
+        "FUTURE_VERSION",
         ("99", "latest is 2"),
     ),
     "empty-node-id": (pb.ReadSnapshotRequest(node_id=b""), INVALID, "BAD_REQUEST", ("node_id",)),
@@ -371,8 +371,8 @@ SUBSCRIBE_CASES: dict[str, tuple[pb.SubscribeRequest, grpc.StatusCode, tuple[str
     ),
     "future-from-version": (
         pb.SubscribeRequest(node_id=NODE, from_version=50),
-        INVALID,
-        ("50", "latest 2"),
+        grpc.StatusCode.OUT_OF_RANGE,
+        ("50", "latest version 2"),
     ),
     "snapshot-of-unknown-node": (
         pb.SubscribeRequest(node_id=b"docs/none", send_snapshot=True),

@@ -174,10 +174,47 @@ async def test_writes_per_second(tmp_path: Any) -> None:
 
 
 @async_test()
+async def test_bytes_per_second_counts_metadata_actor_and_request_id(tmp_path: Any) -> None:
+    # Issue 9 item 5: 512 KiB of metadata per write passed a 4 KiB/s limit untouched. What is
+    # stored with a change and sent to every subscriber is metered with its diff.
+    clock = Clock()
+    settings = {"rate_bytes_per_s": 4096, "max_metadata_bytes": 1024 * 1024}
+    async with limited(tmp_path, clock, **settings) as (_gw, (stub,)):
+        meta = {"k": "m" * 3000}
+        small = diff(set_("v", 1))
+
+        def req(**fields: Any) -> pb.WriteDiffRequest:
+            return pb.WriteDiffRequest(node_id=b"doc", diff_bson=small, **fields)
+
+        await stub.WriteDiff(req(metadata=meta), timeout=STEP)  # 3 KB of the 4 KiB burst
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await stub.WriteDiff(req(metadata=meta), timeout=STEP)
+        detail = detail_of(info.value)
+        assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert (detail.limit, detail.actual) == ("bytes_per_s", len(small) + 3001 + 9)
+        clock.advance(10)
+        # The actor and the request id count too.
+        await stub.WriteDiff(req(actor="a" * 200, request_id="r" * 100), timeout=STEP)
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await stub.WriteDiff(req(metadata={"k": "m" * 3700}), timeout=STEP)
+        assert detail_of(info.value).actual == len(small) + 3701 + 9
+        # A refused write charged nothing: after the refill of what the first took, it passes.
+        clock.advance((len(small) + 300) / 4096 + 0.01)
+        await stub.WriteDiff(req(metadata={"k": "m" * 3700}), timeout=STEP)
+        # Oversized metadata is refused whatever the budget, charging nothing.
+        clock.advance(10)
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await stub.WriteDiff(req(metadata={"k": "m" * (1024 * 1024)}), timeout=STEP)
+        assert detail_of(info.value).limit == "max_metadata_bytes"
+        await stub.WriteDiff(req(metadata=meta), timeout=STEP)
+
+
+@async_test()
 async def test_bytes_per_second(tmp_path: Any) -> None:
     clock = Clock()
     async with limited(tmp_path, clock, rate_bytes_per_s=1000) as (_gw, (stub,)):
-        size = len(diff(set_("v", "x" * 550)))
+        # The actor is stored with the change (and sent to subscribers): it is metered too.
+        size = len(diff(set_("v", "x" * 550))) + len(b"anonymous")
         await write(stub, size=550)  # ~600 bytes of the 1000 burst
         detail = await exhausted(stub, size=550)
         assert detail.limit == "bytes_per_s" and detail.actual == size

@@ -112,7 +112,7 @@ async def test_send_snapshot_then_every_later_change(tmp_path):
         assert snap.snapshot_bson == past.snapshot_bson
         assert snap.vector_clock == past.vector_clock
         assert bson.decode(snap.snapshot_bson) == {"i": snap.version}
-        assert len(snap.resume_token) == 8
+        assert len(snap.resume_token) == 17
         await cancel(call)
 
 
@@ -204,7 +204,7 @@ async def test_change_events_carry_every_field(tmp_path):
             assert c.actor == actor
             assert t0 <= c.timestamp_us <= t1
             assert dict(c.metadata) == meta
-            assert len(c.resume_token) == 8
+            assert len(c.resume_token) == 17
             # The same change without the update.
             assert p.update == b""
             p.update = c.update
@@ -226,7 +226,7 @@ async def test_progress_heartbeats_when_idle(tmp_path):
         beats = [await next_message(call) for _ in range(3)]
         for b in beats:
             assert b.HasField("progress") and not b.changes and not b.snapshots
-            assert len(b.progress.resume_token) == 8
+            assert len(b.progress.resume_token) == 17
         stamps = [b.progress.timestamp_us for b in beats]
         assert stamps == sorted(stamps) and abs(stamps[0] / 1e6 - time.time()) < 60
         # After a change, a heartbeat's token is that change's position or later.
@@ -314,7 +314,8 @@ async def test_slow_subscriber_does_not_stall_a_fast_one_and_catches_up_from_the
             assert versions(fast_got) == list(range(2, n + 2))
             # The in-memory window holds only the last few changes: the slow subscriber, not
             # read at all so far, must now catch up from the store.
-            assert gw.feed.window_start() > int.from_bytes(fast_got[n // 2].resume_token, "big")
+            middle = int.from_bytes(fast_got[n // 2].resume_token[-8:], "big")
+            assert gw.feed.window_start() > middle
             slow_got = await changes(slow, n, timeout=30)
             assert versions(slow_got) == list(range(2, n + 2))
             assert [c.diff_bson for c in slow_got] == [c.diff_bson for c in fast_got]
@@ -349,9 +350,9 @@ async def test_replay_from_compacted_history_is_out_of_range_with_resume_info(tm
             await asyncio.wait_for(call.read(), STEP)
         assert info.value.code() == grpc.StatusCode.OUT_OF_RANGE
         detail = detail_of(info.value)
-        assert detail.reason == "HISTORY_COMPACTED" and len(detail.resume_token) == 8
+        assert detail.reason == "HISTORY_COMPACTED" and len(detail.resume_token) == 17
         # Resyncing: snapshots, then the rest of the log from that token.
-        token = int.from_bytes(detail.resume_token, "big")
+        token = int.from_bytes(detail.resume_token[-8:], "big")
         retained = await gw.store.changes_after(token, b"docs/", 1000)
         assert retained
         call = subscribe(stub, prefix=b"docs/", resume_token=detail.resume_token)
@@ -379,7 +380,7 @@ async def test_subscriber_falling_behind_compaction_gets_out_of_range(tmp_path):
         assert err.code() == grpc.StatusCode.OUT_OF_RANGE, err.details()
         detail = detail_of(err)
         assert detail.reason == "HISTORY_COMPACTED"
-        assert len(detail.resume_token) == 8
+        assert len(detail.resume_token) == 17
         # What arrived before the error is a gap-free prefix.
         assert versions(got) == list(range(2, 2 + len(got)))
         assert len(got) < 200
@@ -467,7 +468,7 @@ async def test_graceful_stop_ends_streams_unavailable_with_a_resume_token(tmp_pa
             assert "shutting down" in (err.details() or "")
             detail = detail_of(err)
             assert detail.reason == "SHUTTING_DOWN"
-            assert len(detail.resume_token) == 8
+            assert len(detail.resume_token) == 17
         detail = detail_of(errors[0])
         assert detail.resume_token == first.resume_token
         await asyncio.wait_for(stopping, STEP)

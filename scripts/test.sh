@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # The one test command: creates .venv (if missing), installs virtualdom with its test extras,
-# PostgreSQL's server (apt, when missing), the Node packages (buf for proto lint, yjs for
-# interop tests) and grpcurl and grpc-health-probe (Go) for the quick-start and operations tests,
-# then runs ruff, mypy --strict, gofmt/go vet/staticcheck of the Go client, pytest (extra
-# arguments go to it) and the Go tests.
+# PostgreSQL's server (apt, when missing), the Node packages (buf for proto lint; yjs, the
+# y-websocket and Hocuspocus providers for the interop and WebSocket tests; Hocuspocus's server
+# for benchmarks/load/ws_rows.py) and grpcurl and grpc-health-probe (Go) for the quick-start and operations tests, then runs ruff, mypy --strict,
+# gofmt/go vet/staticcheck of the Go client, pytest (extra arguments go to it) and the Go tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
@@ -21,7 +21,7 @@ if ! ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 && command -v apt-get >
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends postgresql >/dev/null
 fi
-for dir in proto tests/js clients/ts; do
+for dir in proto tests/js clients/ts benchmarks/hocuspocus; do
   if [ -f "$dir/package-lock.json" ]; then
     (cd "$dir" && npm ci --silent --no-audit --no-fund)
   fi

@@ -137,6 +137,7 @@ class GatewayProcess:
     def __init__(self, url: str, data_dir: Path, *extra: str):
         self.url, self.data_dir, self.extra = url, data_dir, extra
         self.port = free_port()
+        self.http_port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = data_dir / "gateway.log"
 
@@ -150,7 +151,9 @@ class GatewayProcess:
         with open(self.log, "ab") as out:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "virtualdom.server.cli", "serve", "--store", self.url,
-                 "--data-dir", str(self.data_dir), "--address", self.address, *self.extra],
+                 "--data-dir", str(self.data_dir), "--address", self.address,
+                 # Several gateways on one host: the HTTP/WebSocket listener on a port of its own.
+                 "--http-address", f"127.0.0.1:{self.http_port}", *self.extra],
                 stdout=out, stderr=subprocess.STDOUT, env=env,
             )  # fmt: skip
         async with channel(self.port) as ch:

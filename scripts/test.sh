@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The one test command: creates .venv (if missing), installs virtualdom with its test extras,
-# the Node packages (buf for proto lint; yjs, the y-websocket and Hocuspocus providers for the
-# interop and WebSocket tests; Hocuspocus's server for benchmarks/load/ws_rows.py; the editor
+# PostgreSQL's server (apt, when missing), the Node packages (buf for proto lint; yjs, the
+# y-websocket and Hocuspocus providers for the interop and WebSocket tests; Hocuspocus's server for benchmarks/load/ws_rows.py; the editor
 # page's build and playwright-core in web/), Debian's chromium (browser tests), and grpcurl and
 # grpc-health-probe (Go) for the quick-start and operations tests, then runs ruff, mypy --strict,
 # gofmt/go vet/staticcheck of the Go client, pytest (extra arguments go to it) and the Go tests.
@@ -13,7 +13,15 @@ PY=${PYTHON:-python3}
 # strict: the editable install is a link tree under build/ that mypy can read (it cannot run the
 # import hook of a lenient one; pyproject.toml [tool.setuptools]). A module added later needs this
 # line again.
-.venv/bin/python -m pip install -q -e '.[test,otel,bench]' --config-settings editable_mode=strict
+.venv/bin/python -m pip install -q -e '.[test,otel,bench,postgres]' --config-settings editable_mode=strict
+# PostgreSQL's server binaries, for the PostgreSQL store's tests (tests/postgres_server.py runs
+# initdb + pg_ctl on a temporary folder): Debian's package, when they are missing.
+if ! ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends postgresql >/dev/null
+fi
 for dir in proto tests/js clients/ts benchmarks/hocuspocus web; do
   if [ -f "$dir/package-lock.json" ]; then
     (cd "$dir" && npm ci --silent --no-audit --no-fund)

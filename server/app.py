@@ -13,6 +13,7 @@ and ``virtualdom serve`` runs :func:`run` until SIGTERM/SIGINT sets the shutdown
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import signal
 from typing import TYPE_CHECKING, Any
@@ -34,7 +35,8 @@ from .security import Security
 from .security_layer import SecurityLayer
 from .service import MemoryGateway
 from .sessions import SessionService
-from .store import SqliteStore
+from .store import Store
+from .store_url import open_store
 from .tls import bind
 
 if TYPE_CHECKING:
@@ -102,7 +104,7 @@ class Gateway:
         #: TLS, token verification, rate limits, stream caps (a bad setup raises here).
         self.security = Security(config)
         self.feed = ChangeFeed(config.feed_capacity)
-        self.store: SqliteStore | None = None
+        self.store: Store | None = None
         self.documents: Documents | None = None
         self.service: MemoryGateway | None = None
         self.sessions: SessionService | None = None
@@ -120,10 +122,17 @@ class Gateway:
     async def start(self) -> int:
         """Open the store, bind the address, start serving. Returns the bound port."""
         cfg = self.config
-        self.store = SqliteStore(cfg.data_dir, on_commit=self.feed.publish)
+        self.store = open_store(cfg)
+        await self.store.open(self.feed.publish)
         self.feed.store_id = self.store.store_id
         self.feed.set_head(await self.store.head())
+        if not cfg.actor:
+            # Never a shared default: two processes on one Yjs client corrupt documents.
+            cfg = self.config = dataclasses.replace(cfg, actor=await self.store.actor_id())
         self.documents = Documents(self.store, cfg)
+        if self.store.shared:
+            # Other gateways' changes reach this one's loaded replicas too.
+            self.feed.listeners.append(self.documents.on_published)
         self.documents.start()
         self.service = MemoryGateway(cfg, self.store, self.documents, self.feed)
         # The documents' rooms: members of every transport, one feed follower per document.
@@ -172,8 +181,9 @@ class Gateway:
         await self.health.serving()
         host = cfg.address.rsplit(":", 1)[0]
         loop_kind = type(asyncio.get_running_loop()).__module__.split(".")[0]
-        log.info("listening on %s:%d (%s), storing in %s, event loop %s", host, self.port,
-                 self.security.summary, self.store.path, loop_kind)  # fmt: skip
+        where = cfg.store.split("@")[-1] if cfg.store else cfg.data_dir  # no password in logs
+        log.info("listening on %s:%d (%s), storing in %s as %s, event loop %s", host, self.port,
+                 self.security.summary, where, cfg.actor, loop_kind)  # fmt: skip
         return self.port
 
     async def _start_http(self, address: str) -> None:

@@ -19,6 +19,7 @@ from .settings import ConfigError, unknown_env
 from .settings import add_arguments as add_setting_arguments
 from .settings import dump as dump_settings
 from .settings import load_from_args as load_settings
+from .store import StoreError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -76,7 +77,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 uvloop.run(run(config))
             else:
                 asyncio.run(run(config))
-        except (OSError, ValueError) as exc:  # ValueError: a bad TLS/auth/limit setting
+        except (OSError, ValueError, StoreError) as exc:  # ValueError: a bad TLS/auth/limit setting
             print(f"virtualdom: {exc}", file=sys.stderr)
             return 1
         return 0

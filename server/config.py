@@ -15,8 +15,12 @@ class GatewayConfig:
     address: str = "127.0.0.1:50051"
     #: Folder of the embedded store (created if missing).
     data_dir: str = "./virtualdom-data"
-    #: The gateway replica's actor id (unique per gateway process writing a store).
-    actor: str = "gateway"
+    #: Where documents are stored: empty for the embedded SQLite store in data_dir,
+    #: ``sqlite://DIR``, or ``postgresql://...`` (several gateways on one database).
+    store: str = ""
+    #: The gateway replica's actor id (its Yjs client). Empty: the store assigns one no other
+    #: process writing it uses. Set it only to a value unique to this process.
+    actor: str = ""
     #: Largest gRPC message accepted or sent, in bytes (100 MB documents plus framing).
     max_message_bytes: int = 128 * MiB
     #: Longest node_id, in bytes.

@@ -15,6 +15,7 @@ import contextlib
 import dataclasses
 import gc
 import logging
+import random
 import sys
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -25,7 +26,7 @@ from virtualdom.engine import Change, EngineError, Replica, clock_to_bson, quote
 
 from .config import GatewayConfig
 from .errors import NotFound, Unavailable, VersionMismatch
-from .store import Store, StoredChange, StoredSnapshot, StoreError
+from .store import Store, StoreConflict, StoredChange, StoredSnapshot, StoreError
 
 T = TypeVar("T")
 log = logging.getLogger("virtualdom.documents")
@@ -64,7 +65,23 @@ class Call:
     future: asyncio.Future[Any] | None = None
 
 
-Command = Write | Call
+@dataclass(slots=True)
+class CatchUp:
+    """Merge what other processes appended to the document (a shared store's fan-out)."""
+
+    future: asyncio.Future[Any] | None = None
+
+
+Command = Write | Call | CatchUp
+
+#: For how long a write batch is applied again after other gateways' appends won its versions
+#: (then UNAVAILABLE: retry). From the third attempt on, each waits a random moment first: a
+#: batch that keeps losing to a faster writer's cycle gets another phase of it.
+CONFLICT_RETRY_S = 10.0
+#: A document another process wrote (or won an append against) this recently is "contended":
+#: its write batches read the log first. A document only this gateway writes (the sharded
+#: case) saves that read: a stale replica shows up as a conflict, then it is caught up.
+CONTENDED_S = 5.0
 
 
 class DocumentHost:
@@ -94,8 +111,19 @@ class DocumentHost:
         self.members: dict[str, Any] = {}
         self.closed = False
         self._recent: dict[str, WriteResult] = {}
-        #: True while a batch of writes is applied in memory but not yet durable.
+        #: True while a batch of writes is applied in memory but not yet durable (or the
+        #: replica is catching up from the log).
         self.writing = False
+        #: The replica may hold changes the store does not (a failed append whose reload
+        #: failed too): rebuilt from the store before the next command.
+        self.stale = False
+        #: A CatchUp is queued (one at a time is enough: it reads to the log's end).
+        self.catching_up = False
+        #: Appends lost to another gateway's (conflicts), for metrics and tests.
+        self.conflicts = 0
+        #: Until then (monotonic), another process is writing this document too: each batch
+        #: first catches up from the log (one read) so that its append most likely fits.
+        self.contended_until = 0.0
         self.task = asyncio.get_running_loop().create_task(
             self._run(), name=f"doc:{node_id[:64]!r}"
         )
@@ -119,7 +147,7 @@ class DocumentHost:
         waiting for its commit, so the replica holds exactly the durable state the actor would
         show it), else queued behind the commands before it. The shortcut saves a read the
         mailbox round trip (a future, a queue and a task switch)."""
-        if not self.writing and self.mailbox.empty() and not self.closed:
+        if not self.writing and self.mailbox.empty() and not self.closed and not self.stale:
             self.last_used = time.monotonic()
             return fn(self.replica)
         result: T = await self.submit(Call(fn))
@@ -134,10 +162,25 @@ class DocumentHost:
         )
 
     async def _run(self) -> None:
+        #: A command taken from the mailbox behind a batch of writes, to run next.
+        held: Command | None = None
         while True:
-            cmd = await self.mailbox.get()
+            if held is not None:
+                cmd: Command | None = held
+                held = None
+            else:
+                cmd = await self.mailbox.get()
             if cmd is None:
                 return  # stop(): every command queued before it has run
+            if self.stale or isinstance(cmd, CatchUp):
+                self.writing = True
+                try:
+                    await self._refresh(cmd)
+                finally:
+                    self.writing = False
+                if isinstance(cmd, CatchUp) or (cmd.future is not None and cmd.future.done()):
+                    del cmd
+                    continue
             if isinstance(cmd, Call):
                 assert cmd.future is not None
                 if cmd.future.done():
@@ -149,12 +192,14 @@ class DocumentHost:
                 del cmd  # see below
                 continue
             batch: list[Write] = [cmd]
-            # Consecutive writes share one durable commit.
+            # Consecutive writes share one durable commit; the first other command is held
+            # and runs right after them.
             while not self.mailbox.empty() and len(batch) < 1024:
-                nxt = self.mailbox._queue[0]  # type: ignore[attr-defined]
+                nxt = self.mailbox.get_nowait()
                 if not isinstance(nxt, Write):
+                    held = nxt
                     break
-                batch.append(self.mailbox.get_nowait())  # type: ignore[arg-type]
+                batch.append(nxt)
             self.writing = True
             try:
                 await self._writes(batch)
@@ -172,19 +217,120 @@ class DocumentHost:
             # plus the stored change's diff and update, held for as long as the document idles.
             del cmd, batch
 
+    async def _refresh(self, cmd: Command) -> None:
+        """Bring the replica to the log's state (rebuilt when stale, else caught up); on a
+        failure, ``cmd`` (unless a CatchUp) fails with UNAVAILABLE."""
+        if isinstance(cmd, CatchUp):
+            self.catching_up = False
+        try:
+            if self.stale:
+                await self._reload()
+            else:
+                await self._catch_up()
+        except (StoreError, EngineError) as exc:
+            log.warning("document %r could not catch up from the store: %s", self.node_id, exc)
+            self.stale = True
+            if not isinstance(cmd, CatchUp):
+                _fail(cmd.future, Unavailable(f"the document could not be read: {exc}"))
+
+    async def _reload(self) -> None:
+        """Rebuild the replica from the store (it may hold changes the store does not)."""
+        self.stale = True
+        replica, last_seq, exists, snap_v = await _load(self.node_id, self.store, self.config)
+        self.replica, self.last_seq, self.exists = replica, last_seq, exists
+        self.snapshot_version = max(self.snapshot_version, snap_v)
+        self.stale = False
+
+    async def _catch_up(self) -> None:
+        """Merge the changes the log holds beyond the replica's version (other processes
+        wrote them); rebuilt instead when the log no longer has the next one (compacted)."""
+        while True:
+            rows = await self.store.changes_of(self.node_id, self.replica.version, 256)
+            if rows and rows[0].version != self.replica.version + 1:
+                await self._reload()
+                return
+            for c in rows:
+                with gc_paused(len(c.update)):
+                    applied = self.replica.merge(c.update)
+                if self.replica.version != c.version or len(applied) != 1:
+                    raise StoreError(
+                        f"stored log of {self.node_id!r} is inconsistent at version {c.version}"
+                    )
+                self.last_seq = max(self.last_seq, c.seq)
+                self.exists = True
+            if len(rows) < 256:
+                return
+
+    def wake_catch_up(self, version: int) -> None:
+        """Another process committed ``version`` of this document: catch up (queued behind
+        the commands before it)."""
+        if self.closed or self.catching_up or version <= self.replica.version:
+            return  # this gateway's own change (or one the replica has already)
+        self.contended_until = time.monotonic() + CONTENDED_S
+        self.catching_up = True
+        self.enqueue(CatchUp())
+
     async def _writes(self, batch: list[Write]) -> None:
+        give_up = time.monotonic() + CONFLICT_RETRY_S
+        attempt = 0
+        while time.monotonic() < give_up:
+            if attempt >= 2:
+                await asyncio.sleep(random.uniform(0, min(0.05, 0.005 * attempt)))
+            attempt += 1
+            if self.store.shared and time.monotonic() < self.contended_until:
+                # Other gateways may have written: start from the log's latest version, so
+                # that the append below most likely fits.
+                try:
+                    await self._catch_up()
+                except (StoreError, EngineError) as exc:
+                    self.stale = True
+                    for w in batch:
+                        _fail(w.future, Unavailable(f"the document could not be read: {exc}"))
+                    return
+            try:
+                await self._attempt(batch)
+                return
+            except StoreConflict as exc:
+                # Another gateway's append took these versions first (nothing of ours was
+                # stored): rebuild from the log and apply the same writes again.
+                self.conflicts += 1
+                self.contended_until = time.monotonic() + CONTENDED_S
+                log.info("append conflict on %r (attempt %d): %s", self.node_id, attempt, exc)
+                try:
+                    await self._reload()
+                except (StoreError, EngineError) as exc2:
+                    for w in batch:
+                        _fail(w.future, Unavailable(f"the write was not stored: {exc2}"))
+                    return
+            except StoreError as exc:
+                # A read before the append failed (a request id's lookup): nothing stored,
+                # but the replica may hold some of the batch; rebuilt before the next command.
+                self.stale = True
+                for w in batch:
+                    _fail(w.future, Unavailable(f"the write was not stored: {exc}"))
+                return
+        for w in batch:
+            _fail(w.future, Unavailable("the document is written elsewhere too often; retry"))
+
+    async def _attempt(self, batch: list[Write]) -> None:
+        """Apply ``batch`` to the replica and append its changes; every future is settled
+        after the append (StoreConflict: none is, the replica is ahead of the log)."""
         pending: list[tuple[Write, Change, StoredChange]] = []
+        # Settled once the changes are durable: a no-op or a refused write in the same batch
+        # was judged on a state that includes the writes before it.
+        outcomes: list[tuple[Write, WriteResult | BaseException]] = []
         # A retry queued in the same batch as its original (not stored yet) replays it too.
         in_batch: dict[str, Write] = {}
         dups: list[tuple[Write, Write]] = []
         for w in batch:
             assert w.future is not None
+            # A write whose caller went away (future cancelled) runs all the same.
             try:
                 if w.request_id and (first := in_batch.get(w.request_id)) is not None:
                     dups.append((w, first))
                     continue
                 if w.request_id and (done := await self._replay(w.request_id)) is not None:
-                    _resolve(w.future, done)
+                    outcomes.append((w, done))
                     continue
                 r = self.replica
                 if w.expected_version is not None and w.expected_version != r.version:
@@ -200,10 +346,10 @@ class DocumentHost:
                     with gc_paused(len(w.diff)):
                         change = r.apply_diff(w.diff, w.context)
             except (EngineError, VersionMismatch) as exc:
-                _fail(w.future, exc)
+                outcomes.append((w, exc))
                 continue
             if change is None:
-                _resolve(w.future, WriteResult(r.version, r.clock(), None))
+                outcomes.append((w, WriteResult(r.version, r.clock(), None)))
                 continue
             stored = StoredChange(
                 self.node_id,
@@ -220,21 +366,29 @@ class DocumentHost:
             pending.append((w, change, stored))
             if w.request_id:
                 in_batch[w.request_id] = w
-        if not pending:
-            return
-        try:
-            await self.store.append([s for _, _, s in pending])
-        except StoreError as exc:
-            # Memory is ahead of the disk now: rebuild the replica from the store.
-            log.error("store append failed for %r: %s", self.node_id, exc)
-            for w in [p[0] for p in pending] + [d[0] for d in dups]:
-                _fail(w.future, Unavailable(f"the write was not stored: {exc}"))
-            self.replica = await load_replica(self.node_id, self.store, self.config)
-            return
-        self.exists = True
+        if pending:
+            try:
+                seqs = await self.store.append([s for _, _, s in pending])
+            except StoreConflict:
+                raise
+            except StoreError as exc:
+                # Memory is ahead of the log now: rebuild the replica from the store.
+                log.error("store append failed for %r: %s", self.node_id, exc)
+                for w in [p[0] for p in pending] + [d[0] for d in dups]:
+                    _fail(w.future, Unavailable(f"the write was not stored: {exc}"))
+                for w, outcome in outcomes:
+                    _settle(w.future, outcome)
+                self.stale = True
+                with contextlib.suppress(StoreError, EngineError):
+                    await self._reload()
+                return
+            self.exists = True
+            if seqs:
+                self.last_seq = max(self.last_seq, seqs[-1])
+        for w, outcome in outcomes:
+            _settle(w.future, outcome)
         results: dict[str, WriteResult] = {}
         for w, change, stored in pending:
-            self.last_seq = max(self.last_seq, stored.seq)
             result = WriteResult(change.version, change.clock, stored)
             if w.request_id:
                 self._remember(w.request_id, result)
@@ -328,6 +482,13 @@ def _fail(fut: asyncio.Future[Any] | None, exc: BaseException) -> None:
         fut.set_exception(exc)
 
 
+def _settle(fut: asyncio.Future[Any] | None, outcome: Any) -> None:
+    if isinstance(outcome, BaseException):
+        _fail(fut, outcome)
+    else:
+        _resolve(fut, outcome)
+
+
 async def load_replica(node_id: bytes, store: Store, config: GatewayConfig) -> Replica:
     replica, _, _, _ = await _load(node_id, store, config)
     return replica
@@ -379,6 +540,14 @@ class Documents:
 
     def start(self) -> None:
         self._janitor = asyncio.get_running_loop().create_task(self._sweep())
+
+    def on_published(self, entries: list[Any]) -> None:
+        """The change feed's listener on a shared store: a loaded document another process
+        wrote catches up from the log."""
+        for e in entries:
+            host = self.hosts.get(e.change.node_id)
+            if host is not None:
+                host.wake_catch_up(e.change.version)
 
     async def host(self, node_id: bytes, create: bool) -> DocumentHost:
         """The loaded host of a document (loading it); NotFound when it does not exist and

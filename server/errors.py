@@ -39,6 +39,7 @@ from virtualdom.engine.quote import bounded
 from virtualdom.v1 import gateway_pb2 as pb
 
 from . import context as callctx
+from .store import StoreError
 
 log = logging.getLogger("virtualdom.errors")
 
@@ -166,6 +167,9 @@ _TABLE: list[tuple[type[BaseException], grpc.StatusCode, str, int]] = [
     (PermissionDenied, grpc.StatusCode.PERMISSION_DENIED, "PERMISSION_DENIED", 403),
     (ShuttingDown, grpc.StatusCode.UNAVAILABLE, "SHUTTING_DOWN", 503),
     (Unavailable, grpc.StatusCode.UNAVAILABLE, "UNAVAILABLE", 503),
+    # The store could not be read or written (a database down or cut off): retry, maybe on
+    # another gateway; a write's retry with its request id finds it if it was stored.
+    (StoreError, grpc.StatusCode.UNAVAILABLE, "UNAVAILABLE", 503),
 ]
 
 

@@ -335,6 +335,13 @@ def _check(s: Setting, value: Any, source: str) -> Any:
         _check_dir(key, value, source)
     if key == "tracing" and value != "none":
         _check_tracing(value, source)
+    if key == "store" and value:
+        from .store_url import scheme_of
+
+        try:
+            scheme_of(value)
+        except ValueError as exc:
+            raise ConfigError(key, str(exc), source) from None
     return value
 
 

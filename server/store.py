@@ -1,8 +1,9 @@
 """Durable storage of documents: an append-only change log plus periodic snapshots.
 
-The gateway talks to storage only through the :class:`Store` protocol, so a PostgreSQL log (any
-node appends; per-document versions enforced by a unique key; NOTIFY only as a wake-up hint) can
-sit beside the embedded :class:`SqliteStore` later.
+The gateway talks to storage only through the :class:`Store` protocol (the contract, checked for
+every implementation by ``tests/store/test_contract.py``): the embedded :class:`SqliteStore`
+here, and :class:`~.pgstore.PostgresStore` for several gateways on one PostgreSQL.
+:func:`~.store_url.open_store` picks one from the ``store`` setting's URL.
 
 :class:`SqliteStore` keeps one SQLite database in WAL mode with ``synchronous=FULL``: a commit
 returns only after fsync. All writes go through one writer thread that takes every append queued
@@ -18,6 +19,7 @@ import queue
 import sqlite3
 import threading
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,24 +56,61 @@ class StoredSnapshot:
 
 
 class StoreError(Exception):
-    """Storage failed (disk full, I/O error, conflicting version)."""
+    """Storage failed (disk full, I/O error, lost connection): the outcome of a write that
+    raised this is unknown until the log is read again."""
+
+
+class StoreConflict(StoreError):
+    """An append did not fit the log: a document's first new version is not its stored version
+    plus one (another writer got there first), or a request id is already recorded for the
+    document. Nothing of that document's append was stored."""
+
+
+#: What a store calls with committed changes, in seq order, on the event loop.
+CommitHook = Callable[[list[StoredChange]], None]
 
 
 class Store(Protocol):
-    """What the gateway needs from durable storage."""
+    """What the gateway needs from durable storage: the contract every store implements and
+    ``tests/store/test_contract.py`` checks for each.
 
-    #: 8 random bytes made when the store was created, kept with its data: resume tokens
-    #: carry it, so a token from another store is refused instead of skipping changes.
+    Positions: every committed change gets a ``seq``, dense (1, 2, 3, ... with no gap but the
+    pruned ones) and in commit order, so a follower that has read up to ``seq`` has every
+    change at or below it, for good. ``head()`` is the largest committed ``seq`` (the
+    "committed up to" watermark). Versions: per document, dense from 1, enforced by
+    ``append`` (a :class:`StoreConflict` otherwise).
+    """
+
+    #: 8 random bytes made when the store was created, kept with its data (the same from
+    #: every process on it): resume tokens carry it, so a token from another store is refused
+    #: instead of skipping changes.
     store_id: bytes
+    #: True when other processes may append to the same log (documents must catch up from the
+    #: log before writing, and expect conflicts).
+    shared: bool
+    #: Metrics hook, called after each commit with (seconds, changes) (any thread).
+    on_stats: Callable[[float, int], None] | None
 
-    async def append(self, changes: Sequence[StoredChange]) -> None:
-        """Durably append changes (assigning ``seq``); returns after they are on disk."""
+    async def open(self, on_commit: CommitHook | None) -> None:
+        """Get ready (schema, connections). From then on ``on_commit`` gets every committed
+        change of the log (this process's and others') exactly once, in seq order, before
+        the ``append`` that made a change returns."""
+
+    async def actor_id(self) -> str:
+        """An actor id (Yjs client) that no other process writing this log uses at the same
+        time: the gateway replica's actor when none is configured."""
+
+    async def append(self, changes: Sequence[StoredChange]) -> list[int]:
+        """Durably append one document's next versions (consecutive, from its stored version
+        + 1); returns their seqs (also set on the changes) after they are durable.
+        :class:`StoreConflict` when they do not fit, :class:`StoreError` on failure."""
 
     async def put_snapshot(self, snapshot: StoredSnapshot, prune_before: int | None) -> None:
-        """Store a snapshot; optionally prune the document's changes before ``prune_before``."""
+        """Store a snapshot (kept only if newer than the stored one); optionally prune the
+        document's changes before ``prune_before``."""
 
     async def load(self, node_id: bytes) -> tuple[StoredSnapshot | None, list[StoredChange]]:
-        """The latest snapshot of a document and every change after it."""
+        """The latest snapshot of a document and every change after it (one consistent read)."""
 
     async def changes_of(
         self, node_id: bytes, after_version: int, limit: int
@@ -94,12 +133,25 @@ class Store(Protocol):
         """The change recorded for an idempotency key, if any."""
 
     async def head(self) -> int:
-        """The largest committed seq."""
+        """The largest committed seq: every change at or below it is committed."""
 
     async def node_ids(self, prefix: bytes) -> list[bytes]:
         """Every document under ``prefix``."""
 
     async def close(self) -> None: ...
+
+
+def check_consecutive(changes: Sequence[StoredChange]) -> None:
+    """One document's versions n, n+1, ...: what ``append`` accepts (else StoreConflict)."""
+    if not changes:
+        return
+    first = changes[0]
+    for i, c in enumerate(changes):
+        if c.node_id != first.node_id or c.version != first.version + i:
+            raise StoreConflict("an append holds one document's consecutive versions")
+    ids = [c.request_id for c in changes if c.request_id]
+    if len(ids) != len(set(ids)):
+        raise StoreConflict("a request id appears twice in one append")
 
 
 SCHEMA = """
@@ -132,7 +184,16 @@ CREATE TABLE IF NOT EXISTS pruned (
     node_id BLOB PRIMARY KEY,
     before_version INTEGER NOT NULL,
     max_seq INTEGER NOT NULL
-);
+);"""
+
+#: Each document's stored version (append checks against it) and the log's head seq: both
+#: survive pruning, so neither a version nor a seq is ever handed out twice.
+_DOCS = """
+CREATE TABLE documents (node_id BLOB PRIMARY KEY, version INTEGER NOT NULL);
+INSERT INTO documents SELECT node_id, max(version) FROM (
+    SELECT node_id, version FROM changes UNION ALL SELECT node_id, version FROM snapshots
+) GROUP BY node_id;
+INSERT OR IGNORE INTO meta VALUES ('head', (SELECT coalesce(max(seq), 0) FROM changes));
 """
 
 _COLUMNS = "seq, node_id, version, actor, ts_us, clock, diff, upd, metadata, request_id"
@@ -170,14 +231,19 @@ _Job = tuple[str, object, asyncio.AbstractEventLoop, "asyncio.Future[object]"]
 
 
 class SqliteStore:
-    """The embedded default store: one SQLite file (WAL, synchronous=FULL) in ``data_dir``."""
+    """The embedded default store: one SQLite file (WAL, synchronous=FULL) in ``data_dir``.
+
+    One process owns the file (``shared`` is False): its documents never meet a conflict.
+    """
+
+    shared = False
 
     def __init__(
         self,
         data_dir: str | Path,
         *,
         batch_max: int = 1024,
-        on_commit: Callable[[list[StoredChange]], None] | None = None,
+        on_commit: CommitHook | None = None,
     ):
         #: Called on the event loop with each commit's changes in seq order, before any writer
         #: is told its append is durable: the change feed publishes in exact log order.
@@ -189,23 +255,39 @@ class SqliteStore:
         self._local = threading.local()
         self._readers: list[sqlite3.Connection] = []
         self._readers_lock = threading.Lock()
-        #: Fsync'd commits and their sizes, for metrics and benchmarks.
-        self.commits = 0
-        self.committed_changes = 0
         self.last_commit_seconds = 0.0
         #: Called from the writer thread after each commit with (seconds, changes): metrics.
         self.on_stats: Callable[[float, int], None] | None = None
         conn = self._connect()
         conn.executescript(SCHEMA)
+        conn.execute("BEGIN IMMEDIATE")
+        if not conn.execute("SELECT 1 FROM sqlite_master WHERE name='documents'").fetchall():
+            for stmt in _DOCS.split(";\n"):
+                conn.execute(stmt)
         # Made once, with the database (a store restored from a copy keeps it: docs/security.md
         # says how to reset it).
         conn.execute("INSERT OR IGNORE INTO meta VALUES ('store_id', ?)", (os.urandom(8),))
-        self.store_id: bytes = bytes(
-            conn.execute("SELECT value FROM meta WHERE key='store_id'").fetchone()[0]
+        conn.execute(
+            "INSERT OR IGNORE INTO meta VALUES ('actor', ?)", (f"gw-{uuid.uuid4().hex[:12]}",)
         )
+        conn.execute("COMMIT")
+        meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
+        self.store_id: bytes = bytes(meta["store_id"])
+        self._actor: str = str(meta["actor"])
+        self._head = int(meta["head"])
         conn.close()
         self._writer = threading.Thread(target=self._write_loop, name="store-writer", daemon=True)
         self._writer.start()
+
+    async def open(self, on_commit: CommitHook | None) -> None:
+        if on_commit is not None:
+            self.on_commit = on_commit
+
+    async def actor_id(self) -> str:
+        # One process writes the file, so one persisted id serves every run: a restarted
+        # gateway reuses its Yjs client, whose every update is in the log (none was shown
+        # before it was durable), and vector clocks do not grow an entry per restart.
+        return self._actor
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
@@ -233,8 +315,10 @@ class SqliteStore:
         self._jobs.put((kind, payload, loop, fut))
         return fut
 
-    async def append(self, changes: Sequence[StoredChange]) -> None:
+    async def append(self, changes: Sequence[StoredChange]) -> list[int]:
+        check_consecutive(changes)
         await self._submit("append", list(changes))
+        return [c.seq for c in changes]
 
     async def put_snapshot(self, snapshot: StoredSnapshot, prune_before: int | None) -> None:
         await self._submit("snapshot", (snapshot, prune_before))
@@ -268,59 +352,106 @@ class SqliteStore:
             batch.append(nxt)
         return batch
 
+    def _append_job(self, conn: sqlite3.Connection, changes: list[StoredChange]) -> None:
+        """One document's changes, inside the batch's transaction (StoreConflict: none)."""
+        first = changes[0]
+        row = conn.execute(
+            "SELECT version FROM documents WHERE node_id=?", (first.node_id,)
+        ).fetchone()
+        stored = int(row[0]) if row else 0
+        if first.version != stored + 1:
+            raise StoreConflict(
+                f"{first.node_id!r} is at version {stored}; cannot append {first.version}"
+            )
+        ids = [c.request_id for c in changes if c.request_id]
+        if ids:
+            marks = ",".join("?" * len(ids))
+            dup = conn.execute(
+                f"SELECT request_id FROM changes WHERE node_id=? AND request_id IN ({marks})",
+                (first.node_id, *ids),
+            ).fetchone()
+            if dup:
+                raise StoreConflict(f"request id {dup[0]!r} is already recorded")
+        for c in changes:
+            self._head += 1
+            conn.execute(
+                f"INSERT INTO changes ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                (
+                    self._head, c.node_id, c.version, c.actor, c.timestamp_us, c.clock_bson,
+                    c.diff_bson, c.update, _encode_meta(c.metadata), c.request_id or None,
+                ),
+            )  # fmt: skip
+            c.seq = self._head
+        conn.execute(
+            "INSERT INTO documents VALUES (?,?) ON CONFLICT(node_id) DO UPDATE SET"
+            " version=excluded.version",
+            (first.node_id, changes[-1].version),
+        )
+
+    def _snapshot_job(
+        self, conn: sqlite3.Connection, snap: StoredSnapshot, prune: int | None
+    ) -> None:
+        conn.execute(
+            "INSERT INTO snapshots (node_id, version, state, seq) VALUES (?,?,?,?)"
+            " ON CONFLICT(node_id) DO UPDATE SET version=excluded.version,"
+            " state=excluded.state, seq=excluded.seq WHERE excluded.version > snapshots.version",
+            (snap.node_id, snap.version, snap.state, snap.seq),
+        )
+        if prune is None:
+            return
+        # Never past the stored snapshot (a newer one may be there, never an older one).
+        (stored,) = conn.execute(
+            "SELECT version FROM snapshots WHERE node_id=?", (snap.node_id,)
+        ).fetchone()
+        prune = min(prune, int(stored) + 1)
+        row = conn.execute(
+            "SELECT max(seq) FROM changes WHERE node_id=? AND version<?", (snap.node_id, prune)
+        ).fetchone()
+        if row and row[0] is not None:
+            conn.execute("DELETE FROM changes WHERE node_id=? AND version<?", (snap.node_id, prune))
+            conn.execute(
+                "INSERT INTO pruned (node_id, before_version, max_seq)"
+                " VALUES (?,?,?) ON CONFLICT(node_id) DO UPDATE SET"
+                " before_version=max(before_version, excluded.before_version),"
+                " max_seq=max(max_seq, excluded.max_seq)",
+                (snap.node_id, prune, row[0]),
+            )
+
     def _commit(self, conn: sqlite3.Connection, batch: list[_Job]) -> None:
         started = time.perf_counter()
-        results: list[object] = []
+        results: list[BaseException | None] = []
+        committed: list[StoredChange] = []
+        head = self._head
         try:
             conn.execute("BEGIN IMMEDIATE")
-            n = 0
             for kind, payload, _, _ in batch:
-                if kind == "append":
-                    for c in payload:  # type: ignore[attr-defined]
-                        cur = conn.execute(
-                            "INSERT INTO changes (node_id, version, actor, ts_us, clock, diff,"
-                            " upd, metadata, request_id) VALUES (?,?,?,?,?,?,?,?,?)",
-                            (
-                                c.node_id, c.version, c.actor, c.timestamp_us, c.clock_bson,
-                                c.diff_bson, c.update, _encode_meta(c.metadata),
-                                c.request_id or None,
-                            ),
-                        )  # fmt: skip
-                        c.seq = int(cur.lastrowid or 0)
-                        n += 1
+                # Each job in its own savepoint: a conflict of one document's append undoes
+                # only that append, the rest of the batch commits.
+                conn.execute("SAVEPOINT job")
+                mark = self._head
+                try:
+                    if kind == "append":
+                        changes: list[StoredChange] = payload  # type: ignore[assignment]
+                        self._append_job(conn, changes)
+                        committed.extend(changes)
+                    else:
+                        snap: StoredSnapshot
+                        prune: int | None
+                        snap, prune = payload  # type: ignore[misc]
+                        self._snapshot_job(conn, snap, prune)
+                    conn.execute("RELEASE job")
                     results.append(None)
-                else:
-                    snap: StoredSnapshot
-                    prune: int | None
-                    snap, prune = payload  # type: ignore[misc]
-                    conn.execute(
-                        "INSERT OR REPLACE INTO snapshots (node_id, version, state, seq)"
-                        " VALUES (?,?,?,?)",
-                        (snap.node_id, snap.version, snap.state, snap.seq),
-                    )
-                    if prune is not None:
-                        row = conn.execute(
-                            "SELECT max(seq) FROM changes WHERE node_id=? AND version<?",
-                            (snap.node_id, prune),
-                        ).fetchone()
-                        if row and row[0] is not None:
-                            conn.execute(
-                                "DELETE FROM changes WHERE node_id=? AND version<?",
-                                (snap.node_id, prune),
-                            )
-                            conn.execute(
-                                "INSERT INTO pruned (node_id, before_version, max_seq)"
-                                " VALUES (?,?,?) ON CONFLICT(node_id) DO UPDATE SET"
-                                " before_version=excluded.before_version,"
-                                " max_seq=max(max_seq, excluded.max_seq)",
-                                (snap.node_id, prune, row[0]),
-                            )
-                    results.append(None)
+                except StoreConflict as exc:
+                    conn.execute("ROLLBACK TO job")
+                    conn.execute("RELEASE job")
+                    self._head = mark
+                    results.append(exc)
+            if self._head != head:
+                conn.execute("UPDATE meta SET value=? WHERE key='head'", (str(self._head),))
             conn.execute("COMMIT")
-            self.commits += 1
-            self.committed_changes += n
             self.last_commit_seconds = time.perf_counter() - started
         except Exception as exc:
+            self._head = head
             with contextlib.suppress(Exception):
                 conn.execute("ROLLBACK")
             err = StoreError(f"store commit failed: {exc}")
@@ -329,25 +460,21 @@ class SqliteStore:
             return
         if self.on_stats is not None:
             with contextlib.suppress(Exception):  # metrics must never fail a durable commit
-                self.on_stats(self.last_commit_seconds, n)
-        committed: list[StoredChange] = [
-            c
-            for kind, payload, _, _ in batch
-            if kind == "append"
-            for c in payload  # type: ignore[attr-defined]
-        ]
+                self.on_stats(self.last_commit_seconds, len(committed))
         loop = batch[0][2]
         loop.call_soon_threadsafe(
             self._done, committed, [(j[3], r) for j, r in zip(batch, results, strict=True)]
         )
 
     def _done(
-        self, committed: list[StoredChange], settles: list[tuple[asyncio.Future[object], object]]
+        self,
+        committed: list[StoredChange],
+        settles: list[tuple[asyncio.Future[object], BaseException | None]],
     ) -> None:
         if committed and self.on_commit is not None:
             self.on_commit(committed)
-        for fut, res in settles:
-            _settle(fut, res, None)
+        for fut, err in settles:
+            _settle(fut, None, err)
 
     # -- reads (thread pool, one connection per thread) ------------------------------------------
 
@@ -358,20 +485,29 @@ class SqliteStore:
         return await asyncio.to_thread(run)
 
     async def load(self, node_id: bytes) -> tuple[StoredSnapshot | None, list[StoredChange]]:
-        rows = await self._read(
-            "SELECT version, state, seq FROM snapshots WHERE node_id=?", (node_id,)
-        )
-        snap = None
-        after = 0
-        if rows:
-            v, state, seq = rows[0]
-            snap = StoredSnapshot(node_id, int(v), bytes(state), int(seq))
-            after = snap.version
-        changes = await self._read(
-            f"SELECT {_COLUMNS} FROM changes WHERE node_id=? AND version>? ORDER BY version",
-            (node_id, after),
-        )
-        return snap, [_row(r) for r in changes]
+        def run() -> tuple[StoredSnapshot | None, list[StoredChange]]:
+            conn = self._reader()
+            # One read transaction: a compaction between the two reads could otherwise prune
+            # changes the older snapshot read first still needs.
+            conn.execute("BEGIN")
+            try:
+                rows = conn.execute(
+                    "SELECT version, state, seq FROM snapshots WHERE node_id=?", (node_id,)
+                ).fetchall()
+                snap = None
+                if rows:
+                    v, state, seq = rows[0]
+                    snap = StoredSnapshot(node_id, int(v), bytes(state), int(seq))
+                changes = conn.execute(
+                    f"SELECT {_COLUMNS} FROM changes WHERE node_id=? AND version>?"
+                    " ORDER BY version",
+                    (node_id, snap.version if snap else 0),
+                ).fetchall()
+            finally:
+                conn.execute("COMMIT")
+            return snap, [_row(r) for r in changes]
+
+        return await asyncio.to_thread(run)
 
     async def changes_of(
         self, node_id: bytes, after_version: int, limit: int
@@ -420,8 +556,8 @@ class SqliteStore:
         return _row(rows[0]) if rows else None
 
     async def head(self) -> int:
-        rows = await self._read("SELECT max(seq) FROM changes", ())
-        return int(rows[0][0]) if rows and rows[0][0] is not None else 0
+        rows = await self._read("SELECT value FROM meta WHERE key='head'", ())
+        return int(rows[0][0])
 
     async def node_ids(self, prefix: bytes) -> list[bytes]:
         rows = await self._read(

@@ -19,6 +19,7 @@ from virtualdom.server.observability import configure_logging
 async def main(args: argparse.Namespace) -> None:
     http = "127.0.0.1:0" if args.http_port else ""
     config = GatewayConfig(address="127.0.0.1:0", data_dir=args.data_dir, http_address=http,
+                           store=args.store,
                            access_log=not args.no_access_log, event_loop=args.loop)  # fmt: skip
     # As `virtualdom serve` does: INFO level, so the access log is written (to stderr, which
     # the harness sends to a file).
@@ -40,6 +41,8 @@ async def main(args: argparse.Namespace) -> None:
 if __name__ == "__main__":
     ap = argparse.ArgumentParser()
     ap.add_argument("--data-dir", default="data")
+    # A store URL (the `store` setting): e.g. postgresql://... for several gateways on one log.
+    ap.add_argument("--store", default="")
     # The default of `virtualdom serve` (GatewayConfig.event_loop).
     ap.add_argument("--loop", choices=["asyncio", "uvloop"], default=GatewayConfig.event_loop)
     ap.add_argument("--no-access-log", action="store_true")

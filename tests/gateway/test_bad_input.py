@@ -67,7 +67,8 @@ class Guarded:
 async def guarded(tmp_path: Any, **cfg: Any) -> AsyncIterator[Guarded]:
     """A gateway holding NODE at version 2 and a subscriber on another channel. After the body
     (which sends bad input), checks that nothing changed and that everything still works."""
-    async with gateway(tmp_path, **cfg) as (gw, stub):
+    # The clocks of the cases below name the gateway's actor: pinned (else the store's own).
+    async with gateway(tmp_path, **{"actor": "gateway", **cfg}) as (gw, stub):
         await write(stub, NODE, set_("title", "hello"), set_("n", 5))
         await write(stub, NODE, set_("items", [1, 2, 3]), set_("sub", {"a": 1}))
         before = await read(stub, NODE)

@@ -70,6 +70,8 @@ def _sample_value(s: st.Setting, tmp_path: Path) -> tuple[str, Any]:
         return str(tmp_path / "d"), str(tmp_path / "d")
     if name == "address" or name.endswith("_address"):
         return "127.0.0.1:7070", "127.0.0.1:7070"
+    if name == "store":
+        return "postgresql://vd@127.0.0.1:5432/vd", "postgresql://vd@127.0.0.1:5432/vd"
     item = st._item_type(base)
     if item is not None:  # a list setting: comma-separated in the environment and flags
         values = ["a", "b"] if item is str else [1, 2]
@@ -191,6 +193,13 @@ def test_invalid_settings_exit_2_naming_the_key(
     assert words in err
     assert "listening" not in err  # refused before binding anything
     assert len(err.strip().splitlines()) == 1, err  # one clear line, no traceback
+
+
+def test_a_store_url_of_an_unknown_kind_is_refused() -> None:
+    for bad in ("mysql://db/x", "postgresql://", "/var/lib/vd"):
+        with pytest.raises(st.ConfigError, match=r"'store'.*not a store URL"):
+            st.load(env={}, flags={"store": bad})
+    assert st.load(env={}, flags={"store": "sqlite:///tmp/vd"}).store == "sqlite:///tmp/vd"
 
 
 def test_unreadable_and_wrong_kind_of_paths(tmp_path: Path) -> None:

@@ -31,11 +31,13 @@ NODE = b"projects/42/spec"
 
 @async_test()
 async def test_write_creates_document_at_version_1_with_clock_diff_and_update(tmp_path):
-    async with gateway(tmp_path) as (_gw, stub):
+    async with gateway(tmp_path) as (gw, stub):
         r1 = await write(stub, NODE, set_("title", "Draft"), set_("items", [1, 2]))
         assert r1.success and not r1.replayed
         assert r1.new_version == 1
-        assert dict(r1.vector_clock.counters)["gateway"] > 0
+        # The gateway's own actor, assigned by the store (never a shared default).
+        assert gw.config.actor.startswith("gw-")
+        assert dict(r1.vector_clock.counters)[gw.config.actor] > 0
         effective = bson.decode(r1.effective_diff_bson)
         assert effective == {
             "ops": [

@@ -33,9 +33,13 @@ from .values import (
     plain,
     to_crdt,
 )
+from .ybulk import DirectWrite, write_fields
 
 #: The ops whose op_* method stamps an epoch on the fields it writes.
 _EPOCH_OPS = frozenset({"set", "replace"})
+#: A ``replace`` of a document that has fields is written by engine/ybulk.py from this size on
+#: (BSON bytes): below it, the prelim path costs less than reading the Doc's state.
+DIRECT_MIN_BYTES = 64 << 10
 #: What ``{"v": doc}`` adds to ``doc`` encoded: a length, a type byte, "v\0", a terminator.
 _WRAPPED = len(encode_document({"v": {}})) - len(encode_document({}))
 
@@ -79,7 +83,8 @@ class Plan:
     Its seams: the ``mirror`` (which a ``replace`` swaps for a new one: the caller takes
     ``plan.mirror`` once the plan passed), the CRDT's shared types (``tree``, only read by the
     actions), the limits, the actor whose counters ``inc`` moves, the document's current size,
-    and ``epoch_base``, read once if some op stamps an epoch."""
+    ``epoch_base``, read once if some op stamps an epoch, and ``direct``, the replica's way of
+    writing a whole value as one Yjs update (engine/ybulk.py)."""
 
     def __init__(
         self,
@@ -89,6 +94,7 @@ class Plan:
         actor: str,
         size: int,
         epoch_base: Callable[[], str],
+        direct: DirectWrite | None = None,
     ):
         self.mirror = mirror
         self.tree = tree
@@ -104,6 +110,9 @@ class Plan:
         self.size = size
         self._epoch_base_of = epoch_base
         self._epoch_base: str | None = None
+        #: Where values are written as one Yjs update built in Python (engine/ybulk.py)
+        #: instead of through pycrdt prelim types; None: prelims only.
+        self.direct = direct
 
     def epoch(self, i: int) -> str:
         """The epoch stamped on fields set by op ``i`` (read lazily: only set and replace use
@@ -415,8 +424,15 @@ class Plan:
         self.undos.append(undo)
         value, lim, tree = op.value, self.limits.max_depth, self.tree
 
+        # Written as one update built in Python (engine/ybulk.py) when large enough for that
+        # to pay: replacing a document that had fields first reads the Doc's whole state.
+        direct = self.direct if size >= DIRECT_MIN_BYTES or not old else None
+
         def act() -> None:
             root = tree.root
+            if direct is not None:
+                write_fields(root, direct, value, lim, epoch)
+                return
             for k in list(root.keys()):
                 del root[k]
             for k, v in doc_entries(value.items(), 1, lim, epoch=epoch).items():

@@ -180,11 +180,11 @@ def to_crdt(value: Any, depth: int, max_depth: int) -> Any:
         return value
     if isinstance(value, dict):
         if depth >= max_depth:
-            raise _too_deep(max_depth)
+            raise too_deep(max_depth)
         return Map(doc_entries(value.items(), depth + 1, max_depth))
     if isinstance(value, list):
         if depth >= max_depth:
-            raise _too_deep(max_depth)
+            raise too_deep(max_depth)
         return Array([to_crdt(v, depth + 1, max_depth) for v in value])
     return ejson_leaf(value)
 
@@ -230,7 +230,7 @@ def ejson_leaf(value: Any) -> Any:
         raise MalformedBSON(f"unsupported BSON value of type {type(value).__name__}") from None
 
 
-def _too_deep(max_depth: int) -> LimitExceeded:
+def too_deep(max_depth: int) -> LimitExceeded:
     return LimitExceeded(
         f"nesting depth is over the limit max_depth={max_depth}", "max_depth", max_depth,
         max_depth + 1,

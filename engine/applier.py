@@ -18,6 +18,7 @@ from . import yupdate
 from .diff import Op, Path
 from .errors import EngineError, MalformedUpdate
 from .paths import get
+from .pycrdt_internals import read
 from .values import (
     META,
     DocNode,
@@ -72,9 +73,7 @@ def _same(a: Any, b: Any) -> bool:
 
 
 def _to_py(value: Any) -> Any:
-    if isinstance(value, (Map, Array, Text)):
-        return value.to_py()
-    return value
+    return read(value)
 
 
 class EventApplier:

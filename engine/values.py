@@ -223,11 +223,27 @@ def ejson_leaf(value: Any) -> Any:
         return {"$oid": str(value)}
     try:
         if isinstance(value, Code) and value.scope is not None:
-            return {"$code": str(value), "$scopeBson": encode_document(value.scope)}
+            return {"$code": str(value), "$scopeBson": scope_bytes(value.scope)}
         return json.loads(json_util.dumps(value, json_options=_EJSON))
     except (TypeError, ValueError):
         # (the library's text is not passed on: the type names the problem)
         raise MalformedBSON(f"unsupported BSON value of type {type(value).__name__}") from None
+
+
+def scope_bytes(scope: Mapping[str, Any]) -> bytes:
+    """A code's scope as BSON, its fields in their order: pymongo moves ``_id`` first in a
+    top-level document (as in a code's scope within a document, which keeps its order), so
+    the scope is encoded as the value of a field and cut out (after the 4-byte length, the type
+    byte and the empty field name; before the terminator)."""
+    return encode_document({"": scope})[6:-1]
+
+
+def scope_from_bytes(data: bytes) -> dict[str, Any]:
+    """The inverse of ``scope_bytes``: decoded as a field's value, which keeps ``_id`` where
+    it is (MalformedBSON if the bytes are not one exact BSON document)."""
+    wrapped = (len(data) + 7).to_bytes(4, "little") + b"\x03\x00" + data + b"\x00"
+    scope: dict[str, Any] = decode_document(wrapped)[""]
+    return scope
 
 
 def too_deep(max_depth: int) -> LimitExceeded:
@@ -242,7 +258,8 @@ def too_deep(max_depth: int) -> LimitExceeded:
 
 
 def from_crdt(value: Any) -> Any:
-    """Turn a ``to_py()`` value of the CRDT back into the BSON value it stands for."""
+    """Turn a ``to_py()`` value of the CRDT back into the BSON value it stands for, in the
+    mirror's form (documents as fresh ``DocNode``s, the one NaN): ``clean`` of it is a copy."""
     t = type(value)
     if t is str or t is bool or value is None:
         return value
@@ -270,14 +287,19 @@ def dict_from_crdt(d: dict[str, Any]) -> Any:
             scope, code = d["$scopeBson"], d["$code"]
             if isinstance(scope, (bytes, bytearray)) and isinstance(code, str):
                 try:
-                    return Code(code, decode_document(bytes(scope)))
+                    return Code(code, scope_from_bytes(bytes(scope)))
                 except MalformedBSON:
                     pass
         if keys <= EJSON_KEYS or keys == {"$code", "$scope"}:
             try:
-                return ejson_value(d)
+                value = ejson_value(d)
             except MalformedBSON:
                 pass  # Not a valid leaf: a client's plain object, read as a document.
+            else:
+                # The one NaN, as ``clean`` makes it: what from_crdt returns is mirror-ready.
+                if type(value) is Decimal128 and value.to_decimal().is_nan():
+                    return DECIMAL_NAN
+                return value
     return node_from_crdt(d)
 
 
@@ -332,19 +354,28 @@ def parse_meta(meta: Any) -> tuple[float, str]:
 
 def node_from_crdt(d: dict[str, Any]) -> DocNode:
     """Rebuild a document node, in field order, with counters summed."""
-    metas = {k: parse_meta(d.get(META + k)) for k in d if not k.startswith(META)}
+    # One pass over the keys: fields (with their metas) and counter entries.
+    metas: dict[str, tuple[float, str]] = {}
+    counter_keys: list[str] = []
+    get = d.get
+    for k in d:
+        if k[:1] == META:
+            if META in k[1:]:  # "\0field\0actor" (actor names may hold NUL: Yjs clients)
+                counter_keys.append(k)
+        else:
+            metas[k] = parse_meta(get(META + k))
     keys = sorted(metas, key=lambda k: (metas[k][0], k))
     node = DocNode(((k, from_crdt(d[k])) for k in keys), metas)
-    for k, e in d.items():
-        if k.startswith(META) and k.count(META) >= 2:  # actor names may hold NUL (Yjs clients)
-            field, actor = k[1:].split(META, 1)
-            if (
-                field in node and is_number(node[field]) and isinstance(e, list) and len(e) == 2
-                and e[0] == metas[field][1]
-            ):  # fmt: skip
-                base, epoch, deltas = node.counters.get(field, (node[field], e[0], {}))
-                deltas[actor] = delta_from_crdt(e[1])
-                node.counters[field] = (base, epoch, deltas)
+    for k in counter_keys:
+        e = d[k]
+        field, actor = k[1:].split(META, 1)
+        if (
+            field in node and is_number(node[field]) and isinstance(e, list) and len(e) == 2
+            and e[0] == metas[field][1]
+        ):  # fmt: skip
+            base, epoch, deltas = node.counters.get(field, (node[field], e[0], {}))
+            deltas[actor] = delta_from_crdt(e[1])
+            node.counters[field] = (base, epoch, deltas)
     for field, (base, _, deltas) in node.counters.items():
         node[field] = counter_total(base, deltas)
     return node

@@ -473,12 +473,9 @@ def clean(value: Any) -> Any:
             node = DocNode(((k, clean(v)) for k, v in value.items()), dict(value.meta))
             node.counters = {k: (b, e, dict(d)) for k, (b, e, d) in value.counters.items()}
             return node
-        return DocNode(
-            ((k, clean(v)) for k, v in value.items()),
-            dict(zip(value, _initial_metas(len(value)), strict=False)),
-        )
+        return _fresh_node(value)
     if isinstance(value, list):
-        return [clean(v) for v in value]
+        return [v if type(v) in _ATOMS else clean(v) for v in value]
     if type(value) is float and math.isnan(value):
         # NaN payloads do not survive the CRDT (and Extended JSON has one NaN): every replica
         # holds the canonical quiet NaN.
@@ -486,6 +483,31 @@ def clean(value: Any) -> Any:
     if type(value) is Decimal128 and value.to_decimal().is_nan():
         return DECIMAL_NAN  # Likewise: "$numberDecimal" is "NaN" whatever the sign and payload.
     return value
+
+
+#: Leaf types ``clean`` returns as they are (no NaN to make canonical, nothing to copy).
+_ATOMS = frozenset({str, int, bool, type(None), bytes, Int64, datetime.datetime, ObjectId})
+
+
+def _fresh_node(value: Mapping[str, Any]) -> DocNode:
+    """``clean`` of a decoded document: fields in their order, order keys 0, 1, ... (a loop
+    without a call per leaf, and the metas built once: this runs on every container of a
+    large document)."""
+    node = DocNode()
+    atoms = _ATOMS
+    for k, v in value.items():
+        t = type(v)
+        if t in atoms:
+            node[k] = v
+        elif t is float:
+            node[k] = math.nan if math.isnan(v) else v  # the one NaN (see below)
+        else:
+            node[k] = clean(v)
+    meta = node.meta
+    dict.update(meta, zip(value, _initial_metas(len(value)), strict=False))
+    if isinstance(meta, _Meta):
+        meta.top = float(len(value) - 1)
+    return node
 
 
 def plain(value: Any) -> Any:

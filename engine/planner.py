@@ -33,7 +33,7 @@ from .values import (
     plain,
     to_crdt,
 )
-from .ybulk import DirectWrite, write_fields
+from .ybulk import DirectWrite, write_field, write_fields
 
 #: The ops whose op_* method stamps an epoch on the fields it writes.
 _EPOCH_OPS = frozenset({"set", "replace"})
@@ -158,14 +158,17 @@ class Plan:
 
     def op_set(self, op: Op, epoch: str) -> None:
         parent, key, path = self.resolve(op.path)
-        self._check_value(op.value, len(path))
+        size = self._check_value(op.value, len(path))
         self.inserts = True
         value = clean(op.value)
         if isinstance(parent, DocNode):
             if not isinstance(key, str):
                 raise TypeMismatch(f"{fmt(path)}: index into a document", path)
             existed = key in parent
-            self._set_field(parent, key, value, op.at, epoch, path)
+            # A large value of a top-level field: one update built in Python (engine/ybulk.py),
+            # unless the key had an entry (found in act: the new one needs it as origin).
+            direct = self.direct if size >= DIRECT_MIN_BYTES and len(path) == 1 else None
+            self._set_field(parent, key, value, op.at, epoch, path, direct)
             # Report where the field really went: order keys can tie (concurrent appends), so
             # the requested "at" is not always reachable, and a follower must match the mirror.
             pos = list(parent).index(key)
@@ -193,7 +196,14 @@ class Plan:
         self.effective.append(Op("set", path, op.value))
 
     def _set_field(
-        self, node: DocNode, key: str, value: Any, at: int | None, epoch: str, path: Path
+        self,
+        node: DocNode,
+        key: str,
+        value: Any,
+        at: int | None,
+        epoch: str,
+        path: Path,
+        direct: DirectWrite | None = None,
     ) -> None:
         existed = key in node
         old_value, old_meta = node.get(key), node.meta.get(key)
@@ -238,6 +248,8 @@ class Plan:
 
         def act() -> None:
             ymap = self.tree.node(ppath)
+            if direct is not None and write_field(direct, key, raw, lim, order, epoch):
+                return
             ymap[key] = to_crdt(raw, len(path), lim)
             ymap[META + key] = [order, epoch]
             if had_counters is not None:

@@ -398,3 +398,19 @@ def write_fields(root: Any, direct: DirectWrite, value: Any, max_depth: int, epo
         writer.field(parent, k, v, 1, float(i), epoch_enc)
     if writer is not None:
         direct.apply(writer.update())
+
+
+def write_field(
+    direct: DirectWrite, key: str, value: Any, max_depth: int, order: float, epoch: str
+) -> bool:
+    """Write the top-level field ``key`` (value, then its ``[order, epoch]`` meta) as one update,
+    as ``root[key] = v; root[META + key] = [order, epoch]`` would; False, having written
+    nothing, when the root map had an entry under either key (the new one needs it as origin:
+    the caller writes through pycrdt then)."""
+    present = root_keys(direct.state())
+    if key in present or META + key in present:
+        return False
+    writer = StructWriter(direct.client, direct.clock(), max_depth)
+    writer.field(root_parent(ROOT), key, value, 1, order, epoch_bytes(epoch))
+    direct.apply(writer.update())
+    return True

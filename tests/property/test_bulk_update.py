@@ -177,3 +177,21 @@ def test_a_generated_records_document_is_byte_identical() -> None:
     d = diff({"op": "replace", "value": doc})
     direct, prelim = both(d, value=doc)
     assert direct.encode_state() == prelim.encode_state()
+
+
+@SETTINGS
+@given(DOCUMENT, VALUE, VALUE, KEY)
+def test_set_of_a_top_level_field_is_the_prelim_update(
+    doc: dict[str, Any], one: Any, two: Any, key: str
+) -> None:
+    # A new key (direct), the same key again (its entry is the origin: pycrdt), a removed and
+    # set again key (a deleted entry is an origin too), a key set at a position.
+    both(
+        diff({"op": "replace", "value": doc}),
+        diff({"op": "set", "path": [key + "+"], "value": one}),
+        diff({"op": "set", "path": [key + "+"], "value": two}),
+        diff({"op": "remove", "path": [key + "+"]}),
+        diff({"op": "set", "path": [key + "+"], "value": one}),
+        diff({"op": "set", "path": [key + "-"], "value": two, "at": 0}),
+        value=[doc, one, two],
+    )

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The one test command: creates .venv (if missing), installs virtualdom with its test extras,
-# the Node packages (buf for proto lint, yjs for interop tests) and grpcurl and
+# the Node packages (buf for proto lint; yjs, the y-websocket and Hocuspocus providers for the
+# interop and WebSocket tests; Hocuspocus's server for benchmarks/load/ws_rows.py) and grpcurl and
 # grpc-health-probe (Go) for the quick-start and operations tests, then runs ruff, mypy --strict,
 # gofmt/go vet/staticcheck of the Go client, pytest (extra arguments go to it) and the Go tests.
 set -euo pipefail
@@ -12,7 +13,7 @@ PY=${PYTHON:-python3}
 # import hook of a lenient one; pyproject.toml [tool.setuptools]). A module added later needs this
 # line again.
 .venv/bin/python -m pip install -q -e '.[test,otel,bench]' --config-settings editable_mode=strict
-for dir in proto tests/js clients/ts; do
+for dir in proto tests/js clients/ts benchmarks/hocuspocus; do
   if [ -f "$dir/package-lock.json" ]; then
     (cd "$dir" && npm ci --silent --no-audit --no-fund)
   fi

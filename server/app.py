@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 from google.protobuf.message import DecodeError
@@ -29,12 +29,18 @@ from .feed import ChangeFeed
 from .health import Health
 from .observability import Observability
 from .pipeline import Registrar
+from .rooms import gateway_rooms
 from .security import Security
 from .security_layer import SecurityLayer
 from .service import MemoryGateway
 from .sessions import SessionService
 from .store import SqliteStore
 from .tls import bind
+
+if TYPE_CHECKING:
+    from .core.room import Rooms
+    from .httpserver import HttpServer
+    from .web import WebSockets
 
 log = logging.getLogger("virtualdom.gateway")
 SERVICE = "virtualdom.v1.MemoryGateway"
@@ -100,11 +106,16 @@ class Gateway:
         self.documents: Documents | None = None
         self.service: MemoryGateway | None = None
         self.sessions: SessionService | None = None
+        self.rooms: Rooms | None = None
         self.server: grpc.aio.Server | None = None
         self.port = 0
         #: Access log, metrics, tracing; health and reflection services.
         self.observability = Observability(config)
         self.health: Health | None = None
+        #: The HTTP port (WebSocket endpoints), when ``http_address`` is set.
+        self.web: WebSockets | None = None
+        self.http: HttpServer | None = None
+        self.http_port = 0
 
     async def start(self) -> int:
         """Open the store, bind the address, start serving. Returns the bound port."""
@@ -115,7 +126,9 @@ class Gateway:
         self.documents = Documents(self.store, cfg)
         self.documents.start()
         self.service = MemoryGateway(cfg, self.store, self.documents, self.feed)
-        self.sessions = SessionService(cfg, self.documents, self.feed, self.service)
+        # The documents' rooms: members of every transport, one feed follower per document.
+        self.rooms = gateway_rooms(self.feed, self.service, cfg.batch_events)
+        self.sessions = SessionService(cfg, self.documents, self.feed, self.service, self.rooms)
         self.observability.start(self)
         pending = max(1_000, cfg.max_subscribers + cfg.max_sessions)
         options = [
@@ -154,12 +167,35 @@ class Gateway:
         if self.port == 0:
             raise OSError(f"could not bind {cfg.address}")
         await self.server.start()
+        if cfg.http_address:
+            await self._start_http(cfg.http_address)
         await self.health.serving()
         host = cfg.address.rsplit(":", 1)[0]
         loop_kind = type(asyncio.get_running_loop()).__module__.split(".")[0]
         log.info("listening on %s:%d (%s), storing in %s, event loop %s", host, self.port,
                  self.security.summary, self.store.path, loop_kind)  # fmt: skip
         return self.port
+
+    async def _start_http(self, address: str) -> None:
+        """The HTTP port in this process and loop, on the same documents, store and feed."""
+        from .httpserver import HttpServer
+        from .web import WebSockets, build_app
+
+        assert self.documents is not None and self.service is not None
+        assert self.rooms is not None
+        self.web = WebSockets(self.config, self.security, self.documents, self.service, self.rooms)
+        self.http = HttpServer(
+            build_app(self.web), address, max_message_bytes=self.config.ws_max_message_bytes,
+            tls=self.security.tls,
+        )  # fmt: skip
+        self.http_port = await self.http.start()
+        host = address.rsplit(":", 1)[0]
+        scheme = "wss" if self.security.tls is not None else "ws"
+        # Logged before the gRPC port's "listening on" line (which says the gateway is ready);
+        # tests and scripts find the bound port here: "http on HOST:PORT".
+        log.info("http on %s:%d (y-websocket %s://%s:%d/yjs/<node_id>, hocuspocus %s://%s:%d"
+                 "/hocuspocus)", host, self.http_port, scheme, host, self.http_port, scheme,
+                 host, self.http_port)  # fmt: skip
 
     async def stop(self, grace: float = 10.0) -> None:
         """Stop accepting calls, end streams with a resumable status, finish in-flight writes,
@@ -172,6 +208,12 @@ class Gateway:
             self.service.close_streams()
         if self.sessions is not None:
             self.sessions.close()
+        if self.web is not None:  # WebSockets end with 1012 once their queued writes are durable
+            await self.web.shutdown()
+        if self.http is not None:
+            await self.http.stop()
+        if self.rooms is not None:
+            self.rooms.close()
         if self.server is not None:
             await self.server.stop(grace)
         if self.documents is not None:

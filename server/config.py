@@ -61,6 +61,16 @@ class GatewayConfig:
     #: snapshot read took 12x longer with it; BENCHMARKS.md). Turn it on for slow links;
     #: requests compressed by clients are accepted either way.
     compression: str = "none"
+    #: host:port of the HTTP port: the WebSocket endpoints for Yjs editors (y-websocket at
+    #: /yjs/<node_id>, Hocuspocus at /hocuspocus), served in the same process and event loop as
+    #: the gRPC port ("" = off; port 0 = any free port, logged).
+    http_address: str = "127.0.0.1:8080"
+    #: Origins allowed to open a WebSocket (exact "scheme://host[:port]" values, or "*"); a
+    #: connection without an Origin header (not a browser) is always allowed. Empty = any
+    #: origin (the token still decides what a connection may do).
+    http_origins: tuple[str, ...] = ()
+    #: Largest WebSocket message accepted, in bytes (a larger one closes the socket with 1009).
+    ws_max_message_bytes: int = 16 * MiB
     #: Engine limits (document, diff, depth, string sizes).
     limits: Limits = field(default_factory=Limits)
 

@@ -6,6 +6,13 @@ then: its diffs and updates go through the document's actor and are acknowledged
 version once durable; other members' changes (and WriteDiff's) arrive from the change feed in
 commit order, never its own; presence is broadcast to the other members and removed when the
 member leaves, disconnects or stays silent past the TTL.
+
+This module is the gRPC transport of the session core: changes reach members through the
+document's room (server/core/room.py), which follows the feed once per document and encodes a
+change once as a ``SessionUpdate`` for all of a document's gRPC members; a member whose queue is
+full falls behind and is caught up from the feed (and the store) by a task of its own until it
+rejoins the room. Presence is shared with the WebSocket members of the room (their awareness
+states arrive as PresenceUpdates; a gRPC member's presence reaches them as awareness).
 """
 
 from __future__ import annotations
@@ -15,7 +22,7 @@ import logging
 import time
 import uuid
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,17 +37,21 @@ from virtualdom.v1 import gateway_pb2 as pb
 from . import context as callctx
 from .auth import caller
 from .config import GatewayConfig
-from .documents import Call, DocumentHost, Documents, Write, WriteResult
+from .core.room import Member, Room, Rooms
+from .core.ywire import AwarenessEntry
+from .documents import Call, Documents, Write, WriteResult
 from .errors import (
     BadRequest,
     Exhausted,
     ShuttingDown,
     TooMany,
     Unauthenticated,
+    Unavailable,
     internal_message,
     status_of,
 )
 from .feed import ChangeFeed, Follower
+from .rooms import awareness_client, bson_of_state, state_of_bson
 from .service import MemoryGateway, _echo_budget, abort_for, clock_of, refuse_stream
 
 log = logging.getLogger("virtualdom.sessions")
@@ -77,7 +88,11 @@ class Membership:
     actor: str
     presence: bytes = b""
     last_seen: float = field(default_factory=time.monotonic)
+    #: Catching up from the feed after falling behind the room (None: in the room's fan-out).
     follower_task: asyncio.Task[None] | None = None
+    #: Its membership of the document's room (the core's view of it).
+    core: Member | None = None
+    room: Room | None = None
 
     def presence_update(self, removed: bool = False) -> pb.PresenceUpdate:
         return pb.PresenceUpdate(
@@ -115,7 +130,8 @@ class Outbox:
     """
 
     def __init__(self, capacity: int, backlog: int):
-        self.items: deque[pb.SessionUpdate] = deque()
+        #: Messages, or SessionUpdates encoded once for several members (bytes).
+        self.items: deque[pb.SessionUpdate | bytes] = deque()
         self.capacity = capacity
         self.backlog = backlog
         self.ready = asyncio.Event()
@@ -134,7 +150,15 @@ class Outbox:
         self.items.append(update)
         self.ready.set()
 
-    def put_nowait(self, update: pb.SessionUpdate) -> None:
+    def offer(self, update: pb.SessionUpdate | bytes) -> bool:
+        """Queue a forwarded change if there is room (False: full, the member falls behind)."""
+        if len(self.items) >= self.capacity or self.error is not None:
+            return self.error is not None  # an ending session drops it
+        self.items.append(update)
+        self.ready.set()
+        return True
+
+    def put_nowait(self, update: pb.SessionUpdate | bytes) -> None:
         """Queue a control message without waiting; a client that lets them pile up past the
         backlog ends its session (see SESSION_CONTROL_BACKLOG)."""
         if len(self.items) >= self.capacity + self.backlog:
@@ -150,7 +174,7 @@ class Outbox:
         self.items.append(update)
         self.ready.set()
 
-    def take(self) -> pb.SessionUpdate:
+    def take(self) -> pb.SessionUpdate | bytes:
         update = self.items.popleft()
         if len(self.items) < self.capacity:
             self._room.set()
@@ -185,12 +209,18 @@ class Session:
 
 class SessionService:
     def __init__(
-        self, config: GatewayConfig, documents: Documents, feed: ChangeFeed, gateway: MemoryGateway
+        self,
+        config: GatewayConfig,
+        documents: Documents,
+        feed: ChangeFeed,
+        gateway: MemoryGateway,
+        rooms: Rooms,
     ):
         self.config = config
         self.documents = documents
         self.feed = feed
         self.gateway = gateway
+        self.rooms = rooms
         self.sessions = 0
         self.shutdown = asyncio.Event()
         self.live: set[Session] = set()
@@ -223,7 +253,7 @@ class SessionService:
 
     async def CollaborativeSession(
         self, requests: AsyncIterator[pb.SessionMessage], context: Any
-    ) -> AsyncIterator[pb.SessionUpdate]:
+    ) -> AsyncIterator[pb.SessionUpdate | bytes]:
         if self.sessions >= self.config.max_sessions:
             refusal: Exception = TooMany(
                 f"too many sessions (max_sessions={self.config.max_sessions})"
@@ -246,7 +276,7 @@ class SessionService:
 
     async def _run(
         self, session: Session, requests: AsyncIterator[pb.SessionMessage], context: Any
-    ) -> AsyncIterator[pb.SessionUpdate]:
+    ) -> AsyncIterator[pb.SessionUpdate | bytes]:
         loop = asyncio.get_running_loop()
         acker = loop.create_task(self._acks(session))
         reader = loop.create_task(self._read(session, requests, acker))
@@ -378,6 +408,7 @@ class SessionService:
             m = self._member(session, msg.presence.node_id)
             m.presence = _checked_presence(msg.presence.state_bson)
             self._broadcast(m, pb.SessionUpdate(presence=m.presence_update(not m.presence)))
+            self._share_presence(m)
         else:
             raise BadRequest("empty session message")
 
@@ -413,7 +444,9 @@ class SessionService:
         if len(update) + len(snap) > _echo_budget(self.config):
             snap = b""  # too big beside the state: the client reads it with ReadSnapshot
         m = Membership(session, node_id, f"{actor}#{uuid.uuid4().hex[:12]}", actor, presence)
-        others = [o for o in host.members.values() if isinstance(o, Membership)]
+        others = [o.presence_update() for o in host.members.values() if isinstance(o, Membership)]
+        room = self.rooms.room(node_id, host)
+        others += _websocket_presence(room, node_id)
         session.joined[node_id] = m
         host.members[m.member_id] = m
         await session.out.put(
@@ -421,8 +454,7 @@ class SessionService:
                 joined=pb.Joined(
                     seq=seq, node_id=node_id, version=version,
                     vector_clock=pb.VectorClock(counters=clock), update=update, state_vector=sv,
-                    snapshot_bson=snap, member_id=m.member_id,
-                    members=[o.presence_update() for o in others],
+                    snapshot_bson=snap, member_id=m.member_id, members=others,
                 )
             )
         )  # fmt: skip
@@ -434,12 +466,32 @@ class SessionService:
                 )
             ),
         )
+        # Into the room's fan-out from the position of the state it was just sent: changes up
+        # to it are skipped; if the room already fanned out past it (while the Joined waited
+        # for room in the queue), the member starts behind and is caught up first.
+        room = self.rooms.room(node_id, host)  # again: it may have emptied during the put
+        codec = room.codec("grpc", lambda _: GrpcCodec(self.config, node_id))
+        core = Member(
+            m.member_id, actor, codec, _Sink(session.out), since=last_seq, owner=m,
+            on_behind=lambda pos: self._fell_behind(m, pos),
+        )  # fmt: skip
+        m.core, m.room = core, room
+        room.join(core)
+        if room.position > last_seq:
+            room.fall_behind(core, last_seq)
         if presence:
             self._broadcast(m, pb.SessionUpdate(presence=m.presence_update()))
-        m.follower_task = asyncio.get_running_loop().create_task(self._forward(m, host, last_seq))
+            self._share_presence(m)
 
-    async def _forward(self, m: Membership, host: DocumentHost, pos: int) -> None:
-        """Other writers' changes to this document, in commit order, from position ``pos``."""
+    def _fell_behind(self, m: Membership, pos: int) -> None:
+        """The member's queue was full when the room fanned out a change: it keeps only its
+        position and catches up on its own (waiting for room in its queue) until it rejoins."""
+        if m.follower_task is None or m.follower_task.done():
+            m.follower_task = asyncio.get_running_loop().create_task(self._catch_up(m, pos))
+
+    async def _catch_up(self, m: Membership, pos: int) -> None:
+        """Other writers' changes to this document, in commit order, from position ``pos``,
+        until the member is back in the room's fan-out."""
         follower = self.feed.follow(m.node_id, None)
         limit = self.config.batch_events
         try:
@@ -452,11 +504,15 @@ class SessionService:
             self.feed.unfollow(follower)
 
     async def _forward_from(self, m: Membership, follower: Follower, pos: int, limit: int) -> None:
-        """Forward entries after ``pos``; raises what stops it (Compacted, a store error)."""
+        """Forward entries after ``pos`` until caught up with the room (then back in its
+        fan-out); raises what stops it (Compacted, a store error)."""
         while True:
             follower.wake.clear()
             entries, pos = await self.gateway.next_entries(follower, pos, limit)
             if not entries:
+                # Caught up: back into the fan-out, with no await since the read (gap-free).
+                if m.room is not None and m.core is not None and m.room.rejoin(m.core, pos):
+                    return
                 await follower.wake.wait()
                 continue
             for e in entries:
@@ -469,6 +525,8 @@ class SessionService:
 
     async def _leave(self, session: Session, m: Membership) -> None:
         session.joined.pop(m.node_id, None)
+        if m.room is not None and m.core is not None:
+            m.room.leave(m.core)  # its presence leaves the WebSocket members' awareness too
         if m.follower_task is not None:
             m.follower_task.cancel()
             # asyncio.wait: a forwarder's own failure (already in the outbox) is not raised
@@ -507,6 +565,74 @@ class SessionService:
                 if m.presence and now - m.last_seen > ttl:
                     m.presence = b""
                     self._broadcast(m, pb.SessionUpdate(presence=m.presence_update(removed=True)))
+                    self._share_presence(m)
+
+    def _share_presence(self, m: Membership) -> None:
+        """The member's presence as an awareness state of the room's WebSocket members."""
+        if m.room is not None and m.core is not None:
+            m.room.set_state(m.core, awareness_client(m.member_id), state_of_bson(m.presence))
+
+
+class _Sink:
+    """A gRPC membership's side of the room: changes if its session's queue has room (else it
+    falls behind), presence as control messages."""
+
+    __slots__ = ("out",)
+
+    def __init__(self, out: Outbox):
+        self.out = out
+
+    def offer(self, frame: bytes) -> bool:
+        return self.out.offer(frame)
+
+    def put(self, frame: bytes) -> None:
+        self.out.put_nowait(frame)
+
+    def abort(self) -> None:
+        self.out.fail(Unavailable("the document's change follower failed; rejoin to resync"))
+
+
+class GrpcCodec:
+    """SessionUpdates of a room's events, encoded once for all its gRPC members."""
+
+    def __init__(self, config: GatewayConfig, node_id: bytes):
+        self.config = config
+        self.node_id = node_id
+
+    def change(self, entry: Any) -> bytes | None:
+        change = entry.message(True)
+        change.diff_bson, change.update = _fit(change.diff_bson, change.update, self.config)
+        data: bytes = pb.SessionUpdate(change=change).SerializeToString()
+        return data
+
+    def awareness(
+        self, update: bytes, entries: Sequence[AwarenessEntry], owner: Member | None
+    ) -> bytes | None:
+        """A WebSocket member's awareness as a PresenceUpdate (a gRPC member's own presence
+        reaches the gRPC members directly)."""
+        if owner is None or isinstance(owner.owner, Membership) or not entries:
+            return None
+        e = entries[-1]
+        data: bytes = pb.SessionUpdate(
+            presence=_presence_of(owner, e.state if not e.removed else None, self.node_id)
+        ).SerializeToString()
+        return data
+
+
+def _presence_of(owner: Member, state: str | None, node_id: bytes) -> pb.PresenceUpdate:
+    return pb.PresenceUpdate(
+        node_id=node_id, member_id=owner.member_id, actor=owner.actor,
+        state_bson=b"" if state is None else bson_of_state(state), removed=state is None,
+    )  # fmt: skip
+
+
+def _websocket_presence(room: Room, node_id: bytes) -> list[pb.PresenceUpdate]:
+    """The awareness states of the room's WebSocket members, for a joining gRPC member."""
+    return [
+        _presence_of(room.owners[client], e.state, node_id)
+        for client, e in room.states.items()
+        if not isinstance(room.owners[client].owner, Membership)
+    ]
 
 
 def _fit(diff: bytes, update: bytes, config: GatewayConfig) -> tuple[bytes, bytes]:

@@ -107,6 +107,7 @@ POSITIVE = frozenset(
         "limits.max_depth",
         "limits.max_string_chars",
         "limits.max_ops",
+        "ws_max_message_bytes",
     }
 )
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import os
 import pathlib
 import tomllib
 from collections.abc import Iterator
@@ -47,6 +48,11 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     missing = new_modules_the_install_lacks()
     if missing:
         pytest.exit(f"the editable install predates {', '.join(missing)}: run {INSTALL}", 4)
+
+
+# `virtualdom serve` processes the tests start would otherwise all bind the HTTP port's default,
+# 127.0.0.1:8080 (and fail when another test, or anything else on the machine, holds it).
+os.environ.setdefault("VIRTUALDOM_HTTP_ADDRESS", "127.0.0.1:0")
 
 
 class _Collector(logging.Handler):

@@ -41,7 +41,7 @@ try:
 except ImportError:
     pass
 async def main():
-    gw = Gateway(GatewayConfig(address="127.0.0.1:0", data_dir="data"))
+    gw = Gateway(GatewayConfig(address="127.0.0.1:0", data_dir="data", http_address=""))
     print("PORT", await gw.start(), flush=True)
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)

@@ -17,7 +17,8 @@ from virtualdom.server.observability import configure_logging
 
 
 async def main(args: argparse.Namespace) -> None:
-    config = GatewayConfig(address="127.0.0.1:0", data_dir=args.data_dir,
+    http = "127.0.0.1:0" if args.http_port else ""
+    config = GatewayConfig(address="127.0.0.1:0", data_dir=args.data_dir, http_address=http,
                            access_log=not args.no_access_log, event_loop=args.loop)  # fmt: skip
     # As `virtualdom serve` does: INFO level, so the access log is written (to stderr, which
     # the harness sends to a file).
@@ -28,7 +29,8 @@ async def main(args: argparse.Namespace) -> None:
         loop.add_signal_handler(sig, stop.set)
     gw = Gateway(config)
     port = await gw.start()
-    print(f"PORT {port}", flush=True)
+    # --http-port: the WebSocket port is the one benchmarks connect to (benchmarks/load/ws_rows)
+    print(f"PORT {gw.http_port if args.http_port else port}", flush=True)
     await stop.wait()
     await gw.stop(grace=1.0)
 
@@ -39,6 +41,7 @@ if __name__ == "__main__":
     # The default of `virtualdom serve` (GatewayConfig.event_loop).
     ap.add_argument("--loop", choices=["asyncio", "uvloop"], default=GatewayConfig.event_loop)
     ap.add_argument("--no-access-log", action="store_true")
+    ap.add_argument("--http-port", action="store_true", help="serve and print the HTTP port")
     a = ap.parse_args()
     if a.loop == "uvloop":
         import uvloop

@@ -48,6 +48,9 @@ def async_test(
 
 
 def config(tmp_path: Any, **overrides: Any) -> GatewayConfig:
+    # The HTTP port is off unless a test asks for it (http_address="127.0.0.1:0"): its default,
+    # 127.0.0.1:8080, would be shared by every gateway the tests start.
+    overrides.setdefault("http_address", "")
     return GatewayConfig(address="127.0.0.1:0", data_dir=str(tmp_path), **overrides)
 
 

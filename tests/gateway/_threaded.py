@@ -98,6 +98,7 @@ class Served:
 @contextlib.contextmanager
 def served(tmp_path: Any, **overrides: Any) -> Iterator[Served]:
     overrides.setdefault("data_dir", str(Path(tmp_path) / "data"))
+    overrides.setdefault("http_address", "")  # not the shared default port 8080
     s = Served(GatewayConfig(address="127.0.0.1:0", **overrides)).start()
     try:
         yield s

@@ -56,6 +56,7 @@ FAST = RetryPolicy(max_attempts=40, initial_backoff=0.02, max_backoff=0.25)
 
 
 def cfg(tmp_path: Any, port: int = 0, **overrides: Any) -> GatewayConfig:
+    overrides.setdefault("http_address", "")  # not the shared default port 8080
     return GatewayConfig(address=f"127.0.0.1:{port}", data_dir=str(tmp_path), **overrides)
 
 

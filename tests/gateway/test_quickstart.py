@@ -93,7 +93,8 @@ def test_python_client_quick_start(tmp_path):
 
     def serve() -> None:
         async def main() -> None:
-            gw = Gateway(GatewayConfig(address="127.0.0.1:0", data_dir=str(tmp_path)))
+            cfg = GatewayConfig(address="127.0.0.1:0", data_dir=str(tmp_path), http_address="")
+            gw = Gateway(cfg)
             stop["port"] = await gw.start()
             stop["event"] = asyncio.Event()
             stop["loop"] = asyncio.get_running_loop()

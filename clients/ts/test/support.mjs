@@ -22,6 +22,8 @@ export function startGateway(...extra) {
   const dataDir = mkdtempSync(join(tmpdir(), "vdom-ts-"));
   const proc = spawn(bin, ["serve", "--address", "127.0.0.1:0", "--data-dir", dataDir, ...extra], {
     stdio: ["ignore", "ignore", "pipe"],
+    // The HTTP port on an ephemeral port too: its default (127.0.0.1:8080) may be taken.
+    env: { ...process.env, VIRTUALDOM_HTTP_ADDRESS: "127.0.0.1:0" },
   });
   let log = "";
   return new Promise((resolvePromise, reject) => {

@@ -78,7 +78,9 @@ func StartAt(t testing.TB, address, dataDir string, extra ...string) *Gateway {
 	t.Helper()
 	args := append([]string{"serve", "--address", address, "--data-dir", dataDir}, extra...)
 	cmd := exec.Command(Executable(t), args...)
-	cmd.Env = append(os.Environ(), "VIRTUALDOM_LOG_FORMAT=text")
+	// The HTTP port on an ephemeral port too: its default (127.0.0.1:8080) would be taken by
+	// the first of the gateways that the packages' tests run at the same time.
+	cmd.Env = append(os.Environ(), "VIRTUALDOM_LOG_FORMAT=text", "VIRTUALDOM_HTTP_ADDRESS=127.0.0.1:0")
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)

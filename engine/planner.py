@@ -33,9 +33,13 @@ from .values import (
     plain,
     to_crdt,
 )
+from .ybulk import DirectWrite, write_field, write_fields
 
 #: The ops whose op_* method stamps an epoch on the fields it writes.
 _EPOCH_OPS = frozenset({"set", "replace"})
+#: A ``replace`` of a document that has fields is written by engine/ybulk.py from this size on
+#: (BSON bytes): below it, the prelim path costs less than reading the Doc's state.
+DIRECT_MIN_BYTES = 64 << 10
 #: What ``{"v": doc}`` adds to ``doc`` encoded: a length, a type byte, "v\0", a terminator.
 _WRAPPED = len(encode_document({"v": {}})) - len(encode_document({}))
 
@@ -79,7 +83,8 @@ class Plan:
     Its seams: the ``mirror`` (which a ``replace`` swaps for a new one: the caller takes
     ``plan.mirror`` once the plan passed), the CRDT's shared types (``tree``, only read by the
     actions), the limits, the actor whose counters ``inc`` moves, the document's current size,
-    and ``epoch_base``, read once if some op stamps an epoch."""
+    ``epoch_base``, read once if some op stamps an epoch, and ``direct``, the replica's way of
+    writing a whole value as one Yjs update (engine/ybulk.py)."""
 
     def __init__(
         self,
@@ -89,6 +94,7 @@ class Plan:
         actor: str,
         size: int,
         epoch_base: Callable[[], str],
+        direct: DirectWrite | None = None,
     ):
         self.mirror = mirror
         self.tree = tree
@@ -104,6 +110,9 @@ class Plan:
         self.size = size
         self._epoch_base_of = epoch_base
         self._epoch_base: str | None = None
+        #: Where values are written as one Yjs update built in Python (engine/ybulk.py)
+        #: instead of through pycrdt prelim types; None: prelims only.
+        self.direct = direct
 
     def epoch(self, i: int) -> str:
         """The epoch stamped on fields set by op ``i`` (read lazily: only set and replace use
@@ -149,14 +158,17 @@ class Plan:
 
     def op_set(self, op: Op, epoch: str) -> None:
         parent, key, path = self.resolve(op.path)
-        self._check_value(op.value, len(path))
+        size = self._check_value(op.value, len(path))
         self.inserts = True
         value = clean(op.value)
         if isinstance(parent, DocNode):
             if not isinstance(key, str):
                 raise TypeMismatch(f"{fmt(path)}: index into a document", path)
             existed = key in parent
-            self._set_field(parent, key, value, op.at, epoch, path)
+            # A large value of a top-level field: one update built in Python (engine/ybulk.py),
+            # unless the key had an entry (found in act: the new one needs it as origin).
+            direct = self.direct if size >= DIRECT_MIN_BYTES and len(path) == 1 else None
+            self._set_field(parent, key, value, op.at, epoch, path, direct)
             # Report where the field really went: order keys can tie (concurrent appends), so
             # the requested "at" is not always reachable, and a follower must match the mirror.
             pos = list(parent).index(key)
@@ -184,7 +196,14 @@ class Plan:
         self.effective.append(Op("set", path, op.value))
 
     def _set_field(
-        self, node: DocNode, key: str, value: Any, at: int | None, epoch: str, path: Path
+        self,
+        node: DocNode,
+        key: str,
+        value: Any,
+        at: int | None,
+        epoch: str,
+        path: Path,
+        direct: DirectWrite | None = None,
     ) -> None:
         existed = key in node
         old_value, old_meta = node.get(key), node.meta.get(key)
@@ -229,6 +248,8 @@ class Plan:
 
         def act() -> None:
             ymap = self.tree.node(ppath)
+            if direct is not None and write_field(direct, key, raw, lim, order, epoch):
+                return
             ymap[key] = to_crdt(raw, len(path), lim)
             ymap[META + key] = [order, epoch]
             if had_counters is not None:
@@ -415,8 +436,15 @@ class Plan:
         self.undos.append(undo)
         value, lim, tree = op.value, self.limits.max_depth, self.tree
 
+        # Written as one update built in Python (engine/ybulk.py) when large enough for that
+        # to pay: replacing a document that had fields first reads the Doc's whole state.
+        direct = self.direct if size >= DIRECT_MIN_BYTES or not old else None
+
         def act() -> None:
             root = tree.root
+            if direct is not None:
+                write_fields(root, direct, value, lim, epoch)
+                return
             for k in list(root.keys()):
                 del root[k]
             for k, v in doc_entries(value.items(), 1, lim, epoch=epoch).items():

@@ -15,7 +15,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from pycrdt import Doc, Map, Text, Transaction
+from pycrdt import Array, Doc, Map, Text, Transaction
+from pycrdt._pycrdt import Array as _RustArray
+from pycrdt._pycrdt import Map as _RustMap
+from pycrdt._pycrdt import Text as _RustText
 
 #: The pycrdt version these calls were written and tested against (pyproject.toml pins it).
 PINNED = "0.14.13"
@@ -26,6 +29,8 @@ __all__ = [
     "apply_updates",
     "prelim_text",
     "raw_text",
+    "read",
+    "read_entries",
     "splice_text",
 ]
 
@@ -104,3 +109,44 @@ def prelim_text(value: str) -> Text:
 
 
 _new_text = Text.__new__
+
+
+def read(value: Any) -> Any:
+    """``value.to_py()`` for an integrated ``Map``, ``Array`` or ``Text`` (anything else as it
+    is), read with the Rust calls in one transaction.
+
+    pycrdt's ``to_py`` wraps every nested shared type in a new Python object and opens a
+    transaction per key: reading a 2 MB document's mirror back took ~5x applying its update."""
+    if not isinstance(value, (Map, Array, Text)):
+        return value
+    doc = value.doc
+    with doc.transaction() as txn:
+        raw = txn._txn
+        assert raw is not None, "the transaction is not open"
+        return _read(raw, value.integrated)
+
+
+def read_entries(ymap: Map[Any]) -> dict[str, Any]:
+    """An integrated ``Map``'s entries, their values read as ``read`` does."""
+    with ymap.doc.transaction() as txn:
+        raw = txn._txn
+        assert raw is not None, "the transaction is not open"
+        out: dict[str, Any] = _read(raw, ymap.integrated)
+        return out
+
+
+def _read(txn: Any, obj: Any) -> Any:
+    t = type(obj)
+    if t is _RustMap:
+        get = obj.get
+        out = {}
+        for k in obj.keys(txn):
+            v = get(txn, k)
+            tv = type(v)
+            out[k] = _read(txn, v) if tv is _RustMap or tv is _RustText or tv is _RustArray else v
+        return out
+    if t is _RustText:
+        return obj.get_string(txn)
+    if t is _RustArray:
+        return [_read(txn, obj.get(txn, i)) for i in range(obj.len(txn))]
+    return obj

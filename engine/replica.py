@@ -347,7 +347,10 @@ class Replica:
         return self._record(plan.effective, self.actor)
 
     def _plan(self) -> Plan:
-        return Plan(self._mirror, self._tree, self.limits, self.actor, self._size, self._epoch_base)
+        return Plan(
+            self._mirror, self._tree, self.limits, self.actor, self._size, self._epoch_base,
+            _Direct(self),
+        )  # fmt: skip
 
     def _epoch_base(self) -> str:
         # Our own clock only grows, even across restores, so epochs never repeat.
@@ -619,6 +622,29 @@ class _Collector:
 
     def __call__(self, events: list[Any], /) -> None:
         self.events.extend(events)
+
+
+class _Direct:
+    """The planner's ``DirectWrite`` (engine/ybulk.py): updates built in Python go into the
+    replica's open transaction, under its main client."""
+
+    __slots__ = ("client", "replica")
+
+    def __init__(self, replica: Replica) -> None:
+        self.replica = replica
+        self.client = replica._own.main_enc
+
+    def clock(self) -> int:
+        doc = self.replica._doc
+        return yupdate.decode_state_vector(doc.get_state()).get(self.replica.client_id, 0)
+
+    def state(self) -> bytes:
+        return self.replica._doc.get_update()
+
+    def apply(self, update: bytes) -> None:
+        doc = self.replica._doc
+        with doc.transaction() as txn:  # the open one (pycrdt reuses it)
+            apply_update_in(txn, doc, update)
 
 
 #: Rebuild the Doc (see Replica._rebuild) after at least this many changes, and at least one

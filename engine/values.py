@@ -180,11 +180,11 @@ def to_crdt(value: Any, depth: int, max_depth: int) -> Any:
         return value
     if isinstance(value, dict):
         if depth >= max_depth:
-            raise _too_deep(max_depth)
+            raise too_deep(max_depth)
         return Map(doc_entries(value.items(), depth + 1, max_depth))
     if isinstance(value, list):
         if depth >= max_depth:
-            raise _too_deep(max_depth)
+            raise too_deep(max_depth)
         return Array([to_crdt(v, depth + 1, max_depth) for v in value])
     return ejson_leaf(value)
 
@@ -223,14 +223,30 @@ def ejson_leaf(value: Any) -> Any:
         return {"$oid": str(value)}
     try:
         if isinstance(value, Code) and value.scope is not None:
-            return {"$code": str(value), "$scopeBson": encode_document(value.scope)}
+            return {"$code": str(value), "$scopeBson": scope_bytes(value.scope)}
         return json.loads(json_util.dumps(value, json_options=_EJSON))
     except (TypeError, ValueError):
         # (the library's text is not passed on: the type names the problem)
         raise MalformedBSON(f"unsupported BSON value of type {type(value).__name__}") from None
 
 
-def _too_deep(max_depth: int) -> LimitExceeded:
+def scope_bytes(scope: Mapping[str, Any]) -> bytes:
+    """A code's scope as BSON, its fields in their order: pymongo moves ``_id`` first in a
+    top-level document (as in a code's scope within a document, which keeps its order), so
+    the scope is encoded as the value of a field and cut out (after the 4-byte length, the type
+    byte and the empty field name; before the terminator)."""
+    return encode_document({"": scope})[6:-1]
+
+
+def scope_from_bytes(data: bytes) -> dict[str, Any]:
+    """The inverse of ``scope_bytes``: decoded as a field's value, which keeps ``_id`` where
+    it is (MalformedBSON if the bytes are not one exact BSON document)."""
+    wrapped = (len(data) + 7).to_bytes(4, "little") + b"\x03\x00" + data + b"\x00"
+    scope: dict[str, Any] = decode_document(wrapped)[""]
+    return scope
+
+
+def too_deep(max_depth: int) -> LimitExceeded:
     return LimitExceeded(
         f"nesting depth is over the limit max_depth={max_depth}", "max_depth", max_depth,
         max_depth + 1,
@@ -242,7 +258,8 @@ def _too_deep(max_depth: int) -> LimitExceeded:
 
 
 def from_crdt(value: Any) -> Any:
-    """Turn a ``to_py()`` value of the CRDT back into the BSON value it stands for."""
+    """Turn a ``to_py()`` value of the CRDT back into the BSON value it stands for, in the
+    mirror's form (documents as fresh ``DocNode``s, the one NaN): ``clean`` of it is a copy."""
     t = type(value)
     if t is str or t is bool or value is None:
         return value
@@ -270,14 +287,19 @@ def dict_from_crdt(d: dict[str, Any]) -> Any:
             scope, code = d["$scopeBson"], d["$code"]
             if isinstance(scope, (bytes, bytearray)) and isinstance(code, str):
                 try:
-                    return Code(code, decode_document(bytes(scope)))
+                    return Code(code, scope_from_bytes(bytes(scope)))
                 except MalformedBSON:
                     pass
         if keys <= EJSON_KEYS or keys == {"$code", "$scope"}:
             try:
-                return ejson_value(d)
+                value = ejson_value(d)
             except MalformedBSON:
                 pass  # Not a valid leaf: a client's plain object, read as a document.
+            else:
+                # The one NaN, as ``clean`` makes it: what from_crdt returns is mirror-ready.
+                if type(value) is Decimal128 and value.to_decimal().is_nan():
+                    return DECIMAL_NAN
+                return value
     return node_from_crdt(d)
 
 
@@ -332,19 +354,28 @@ def parse_meta(meta: Any) -> tuple[float, str]:
 
 def node_from_crdt(d: dict[str, Any]) -> DocNode:
     """Rebuild a document node, in field order, with counters summed."""
-    metas = {k: parse_meta(d.get(META + k)) for k in d if not k.startswith(META)}
+    # One pass over the keys: fields (with their metas) and counter entries.
+    metas: dict[str, tuple[float, str]] = {}
+    counter_keys: list[str] = []
+    get = d.get
+    for k in d:
+        if k[:1] == META:
+            if META in k[1:]:  # "\0field\0actor" (actor names may hold NUL: Yjs clients)
+                counter_keys.append(k)
+        else:
+            metas[k] = parse_meta(get(META + k))
     keys = sorted(metas, key=lambda k: (metas[k][0], k))
     node = DocNode(((k, from_crdt(d[k])) for k in keys), metas)
-    for k, e in d.items():
-        if k.startswith(META) and k.count(META) >= 2:  # actor names may hold NUL (Yjs clients)
-            field, actor = k[1:].split(META, 1)
-            if (
-                field in node and is_number(node[field]) and isinstance(e, list) and len(e) == 2
-                and e[0] == metas[field][1]
-            ):  # fmt: skip
-                base, epoch, deltas = node.counters.get(field, (node[field], e[0], {}))
-                deltas[actor] = delta_from_crdt(e[1])
-                node.counters[field] = (base, epoch, deltas)
+    for k in counter_keys:
+        e = d[k]
+        field, actor = k[1:].split(META, 1)
+        if (
+            field in node and is_number(node[field]) and isinstance(e, list) and len(e) == 2
+            and e[0] == metas[field][1]
+        ):  # fmt: skip
+            base, epoch, deltas = node.counters.get(field, (node[field], e[0], {}))
+            deltas[actor] = delta_from_crdt(e[1])
+            node.counters[field] = (base, epoch, deltas)
     for field, (base, _, deltas) in node.counters.items():
         node[field] = counter_total(base, deltas)
     return node
@@ -442,12 +473,9 @@ def clean(value: Any) -> Any:
             node = DocNode(((k, clean(v)) for k, v in value.items()), dict(value.meta))
             node.counters = {k: (b, e, dict(d)) for k, (b, e, d) in value.counters.items()}
             return node
-        return DocNode(
-            ((k, clean(v)) for k, v in value.items()),
-            dict(zip(value, _initial_metas(len(value)), strict=False)),
-        )
+        return _fresh_node(value)
     if isinstance(value, list):
-        return [clean(v) for v in value]
+        return [v if type(v) in _ATOMS else clean(v) for v in value]
     if type(value) is float and math.isnan(value):
         # NaN payloads do not survive the CRDT (and Extended JSON has one NaN): every replica
         # holds the canonical quiet NaN.
@@ -455,6 +483,31 @@ def clean(value: Any) -> Any:
     if type(value) is Decimal128 and value.to_decimal().is_nan():
         return DECIMAL_NAN  # Likewise: "$numberDecimal" is "NaN" whatever the sign and payload.
     return value
+
+
+#: Leaf types ``clean`` returns as they are (no NaN to make canonical, nothing to copy).
+_ATOMS = frozenset({str, int, bool, type(None), bytes, Int64, datetime.datetime, ObjectId})
+
+
+def _fresh_node(value: Mapping[str, Any]) -> DocNode:
+    """``clean`` of a decoded document: fields in their order, order keys 0, 1, ... (a loop
+    without a call per leaf, and the metas built once: this runs on every container of a
+    large document)."""
+    node = DocNode()
+    atoms = _ATOMS
+    for k, v in value.items():
+        t = type(v)
+        if t in atoms:
+            node[k] = v
+        elif t is float:
+            node[k] = math.nan if math.isnan(v) else v  # the one NaN (see below)
+        else:
+            node[k] = clean(v)
+    meta = node.meta
+    dict.update(meta, zip(value, _initial_metas(len(value)), strict=False))
+    if isinstance(meta, _Meta):
+        meta.top = float(len(value) - 1)
+    return node
 
 
 def plain(value: Any) -> Any:

@@ -11,13 +11,13 @@ __all__ = ["bigints_as_int64", "encode_state_vector", "tick_update", "varuint", 
 
 _MAX_VALUE = (1 << 64) - 1
 #: One-byte varints, prebuilt: most varints the engine writes are below 128.
-_BYTES = [bytes([i]) for i in range(0x80)]
+BYTES = [bytes([i]) for i in range(0x80)]
 
 
 def varuint(n: int) -> bytes:
     """lib0's unsigned varint: seven bits per byte, low bits first."""
     if n < 0x80:
-        return _BYTES[n]
+        return BYTES[n]
     out = bytearray()
     while n > 0x7F:
         out.append(n & 0x7F | 0x80)

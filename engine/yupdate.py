@@ -482,7 +482,13 @@ def _decode_update(data: bytes) -> UpdateInfo:
                     elif ref_clock >= clock and self_refs.get(client, -1) < ref_clock:
                         self_refs[client] = ref_clock
                 if info & _HAS_PARENT_SUB and not info & _HAS_ORIGINS:
-                    pos = skip_string(data, pos, n)
+                    # A map key: short and ASCII nearly always, checked inline.
+                    size = data[pos]
+                    end = pos + 1 + size
+                    if size < 0x80 and end <= n and data[pos + 1 : end].isascii():
+                        pos = end
+                    else:
+                        pos = skip_string(data, pos, n)
 
                 # Content, ordered by how often each kind occurs in practice.
                 if kind == _STRING:
@@ -511,7 +517,19 @@ def _decode_update(data: bytes) -> UpdateInfo:
                     pos += 1
                     if length > 127:
                         length, pos = tail(data, pos, length)
-                    pos = skip_any(data, pos, n, length, bigints)
+                    # A field's meta entry, [order, epoch] (an array of a float32 or float64
+                    # and a short ASCII string), is every other struct of an engine document:
+                    # read inline; anything else, or anything unexpected, the general way.
+                    end = 0
+                    if length == 1 and data[pos] == 0x75 and data[pos + 1] == 2:
+                        num = data[pos + 2]
+                        at = pos + 7 if num == 0x7C else pos + 11 if num == 0x7B else 0
+                        if at and at + 1 < n and data[at] == _ANY_STRING:
+                            size = data[at + 1]
+                            end = at + 2 + size
+                            if size >= 0x80 or end > n or not data[at + 2 : end].isascii():
+                                end = 0
+                    pos = end or skip_any(data, pos, n, length, bigints)
                 elif kind == _DELETED:
                     length = data[pos]
                     pos += 1

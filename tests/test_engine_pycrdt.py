@@ -13,7 +13,7 @@ import re
 from typing import Any
 
 import pytest
-from pycrdt import Doc, Map, Text
+from pycrdt import Array, Doc, Map, Text
 
 from virtualdom.engine import pycrdt_internals as internals
 from virtualdom.engine.yencode import tick_update, varuint
@@ -143,3 +143,20 @@ def test_prelim_text_integrates_like_a_text() -> None:
     with nested.transaction():
         nested.get("doc", type=Map)["m"] = Map({"t": internals.prelim_text("x")})
     assert nested.get("doc", type=Map).to_py() == {"m": {"t": "x"}}
+
+
+def test_read_is_to_py() -> None:
+    doc: Doc[Any] = Doc(client_id=CLIENT)
+    root = doc.get("doc", type=Map)
+    with doc.transaction():
+        root["m"] = Map({"t": Text("héllo 😀"), "n": None, "f": 1.5, "b": b"\x00\xff"})
+        root["a"] = Array([1.0, Text("x"), [2.0, "s"], Map({"k": Array([Text("")])}), b"z"])
+        root["e"] = {"$numberLong": "5"}
+        root["empty"] = Map()
+    assert internals.read_entries(root) == root.to_py()
+    for key in ("m", "a", "empty"):
+        assert internals.read(root[key]) == root[key].to_py()
+    assert internals.read(1.5) == 1.5
+    # Inside an open transaction too (the engine reads events' targets in one).
+    with doc.transaction():
+        assert internals.read(root["a"]) == root["a"].to_py()

@@ -5,7 +5,9 @@ from __future__ import annotations
 import datetime
 import json
 
+import bson
 from bson import json_util
+from bson.code import Code
 from bson.decimal128 import Decimal128
 from bson.objectid import ObjectId
 from hypothesis import given
@@ -82,3 +84,15 @@ def test_canonical_nans_matches_clean_and_shares_what_it_can(value: object) -> N
     assert encode_document({"v": out}) == encode_document({"v": _plain(clean(value))})
     if encode_document({"v": value}) == encode_document({"v": out}):
         assert out is value  # nothing to change: not even copied
+
+
+def test_a_code_scope_keeps_id_where_it_was() -> None:
+    """pymongo writes ``_id`` first in a top-level document; a scope is not one (its bytes in the
+    CRDT must read back in the written order, as the mirror holds it)."""
+    value = Code("f()", {"": [], "_id": {}, "z": 1})
+    r = Replica("writer")
+    r.apply_diff(bson.encode({"ops": [{"op": "set", "path": "c", "value": value}]}))
+    assert bson.encode(r.materialize()) == r.snapshot() == bson.encode({"c": value})
+    fresh = Replica("reader")
+    fresh.merge(r.encode_state())
+    assert fresh.snapshot() == r.snapshot()

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import bson
@@ -153,6 +154,9 @@ class ChangeFeed:
         self.head = 0
         self._by_node: dict[bytes, set[Follower]] = {}
         self._by_prefix: set[Follower] = set()
+        #: Called with each published batch (a shared store's gateways: their loaded replicas
+        #: take other gateways' changes, server/documents.py ``on_published``).
+        self.listeners: list[Callable[[list[Entry]], None]] = []
         #: Large entries still whole, with the followers that have yet to take them.
         self._large: list[tuple[Entry, set[Follower]]] = []
 
@@ -189,6 +193,8 @@ class ChangeFeed:
             for f in self._by_prefix:
                 if any(f.matches(e.change.node_id) for e in entries):
                     f.wake.set()
+        for listener in self.listeners:
+            listener(entries)
         for e in entries:
             if e.large:
                 # Its followers now: the only ones that will take it from the window (a later

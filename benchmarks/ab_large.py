@@ -54,8 +54,10 @@ def main() -> None:
         snapshot = built.snapshot()
         floor = _Pycrdt(state)
         sides: dict[str, Any] = {
-            "before": engine_at(args.before, Path(tmp)), "after": after, "pycrdt": floor,
-        }  # fmt: skip
+            "before": engine_at(args.before, Path(tmp)),
+            "after": after,
+            "pycrdt": floor,
+        }
 
         def write(engine: Any) -> Any:
             if engine is floor:

@@ -32,9 +32,11 @@ from tests.trace_data import load_trace, patches  # noqa: E402
 def engine_at(rev: str, into: Path) -> ModuleType:
     """Import the engine/ folder of ``rev`` as the package ``engine_<rev>``."""
     data = subprocess.run(
-        ["git", "archive", "--format=tar", rev, "engine"], cwd=ROOT, check=True,
+        ["git", "archive", "--format=tar", rev, "engine"],
+        cwd=ROOT,
+        check=True,
         capture_output=True,
-    ).stdout  # fmt: skip
+    ).stdout
     name = "engine_" + "".join(c if c.isalnum() else "_" for c in rev)
     with tarfile.open(fileobj=io.BytesIO(data)) as tar:
         tar.extractall(into, filter="data")
@@ -49,9 +51,10 @@ def main() -> None:
     ap.add_argument("--edits", type=int, default=None, help="a prefix of the trace (default all)")
     ap.add_argument("--chunk", type=int, default=5000, help="edits per lockstep chunk")
     ap.add_argument(
-        "--baseline", action="store_true",
+        "--baseline",
+        action="store_true",
         help="also replay raw pycrdt (Text, txn per edit, update capture) in the same lockstep",
-    )  # fmt: skip
+    )
     args = ap.parse_args()
 
     import virtualdom.engine as after

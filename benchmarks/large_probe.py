@@ -123,8 +123,16 @@ async def run(kind: str, size: int, traced: bool) -> None:
         node_id=b"probe/large", diff_bson=replace_diff(doc)
     ).SerializeToString()
     del doc
-    print(json.dumps({"kind": kind, "bson_mb": round(len(body) / MB, 1),
-                      "request_mb": round(len(request_bytes) / MB, 1)}), flush=True)  # fmt: skip
+    print(
+        json.dumps(
+            {
+                "kind": kind,
+                "bson_mb": round(len(body) / MB, 1),
+                "request_mb": round(len(request_bytes) / MB, 1),
+            }
+        ),
+        flush=True,
+    )
     with tempfile.TemporaryDirectory() as tmp:
         config = GatewayConfig(data_dir=tmp)
         feed = ChangeFeed(config.feed_capacity)
@@ -144,8 +152,14 @@ async def run(kind: str, size: int, traced: bool) -> None:
         p.end("request parsed + diff_bson read")
 
         p.begin()
-        write = Write(diff=diff, context=None, actor="probe", metadata={}, request_id="",
-                      expected_version=None)  # fmt: skip
+        write = Write(
+            diff=diff,
+            context=None,
+            actor="probe",
+            metadata={},
+            request_id="",
+            expected_version=None,
+        )
         result = await host.submit(write)
         # grpc awaits the sending of the response: the document's actor task runs on meanwhile
         # (to its next command's wait), as in the server.

@@ -45,17 +45,26 @@ def main() -> int:
     ap.add_argument("--out", type=Path, default=ROOT / "BENCHMARKS.md")
     ap.add_argument("--no-write", action="store_true", help="run, but leave BENCHMARKS.md alone")
     ap.add_argument("--load-json", type=Path, default=ROOT / ".benchmarks" / "load.json")
-    ap.add_argument("--only", choices=["engine", "load"], help="run one half (the other's "
-                    "figures are read from its last JSON file, if any)")  # fmt: skip
+    ap.add_argument(
+        "--only",
+        choices=["engine", "load"],
+        help="run one half (the other's figures are read from its last JSON file, if any)",
+    )
     ap.add_argument("pytest_args", nargs="*", help="more pytest arguments (after --)")
     args = ap.parse_args()
 
     args.json.parent.mkdir(parents=True, exist_ok=True)
     cmd = [
-        sys.executable, "-m", "pytest", "benchmarks", "-q", "--benchmark-only",
-        f"--benchmark-json={args.json}", "--benchmark-sort=name",
+        sys.executable,
+        "-m",
+        "pytest",
+        "benchmarks",
+        "-q",
+        "--benchmark-only",
+        f"--benchmark-json={args.json}",
+        "--benchmark-sort=name",
         "--benchmark-columns=median,min,max,rounds",
-    ]  # fmt: skip
+    ]
     if not args.wall:
         cmd.append("--benchmark-timer=time.process_time")
     cmd += args.pytest_args
@@ -284,28 +293,54 @@ def load_tables(load: dict[str, Any], engine_rows: dict[str, dict[str, Any]]) ->
     for r in rows:
         ratio = f"{r['ratio']:.2f}×" if r.get("ratio") is not None else "—"
         met = {True: "yes", False: "**no**", None: ""}[r.get("met")]
-        lines.append("| " + " | ".join([
-            r["section"], r["name"] + (f" ({r['note']})" if r.get("note") else ""),
-            r.get("seed") or "", fmt_value(r["ours"], r["unit"]), r.get("baseline_name") or "—",
-            fmt_value(r.get("baseline"), r["unit"]) if r.get("baseline") is not None else "—",
-            ratio, r.get("goal") or "", met,
-        ]) + " |")  # fmt: skip
+        lines.append(
+            "| "
+            + " | ".join(
+                [
+                    r["section"],
+                    r["name"] + (f" ({r['note']})" if r.get("note") else ""),
+                    r.get("seed") or "",
+                    fmt_value(r["ours"], r["unit"]),
+                    r.get("baseline_name") or "—",
+                    fmt_value(r.get("baseline"), r["unit"])
+                    if r.get("baseline") is not None
+                    else "—",
+                    ratio,
+                    r.get("goal") or "",
+                    met,
+                ]
+            )
+            + " |"
+        )
     goals = [r for r in rows if r.get("goal") and r.get("met") is not None]
-    lines += ["", "#### The goals of this round", "", "| Goal | Ratio in this run | Met |",
-              "| --- | --- | --- |"]  # fmt: skip
+    lines += [
+        "",
+        "#### The goals of this round",
+        "",
+        "| Goal | Ratio in this run | Met |",
+        "| --- | --- | --- |",
+    ]
     for r in goals:
         ratio = f"{r['ratio']:.2f}×" if r.get("ratio") is not None else "—"
         met = "yes" if r["met"] else "**no**"
         lines.append(f"| {r['goal']} — {r['name']} | {ratio} | {met} |")
     trace = engine_rows.get("replay")
     if trace and trace.get("ours") is not None:
-        base = next((b for b in trace["baselines"] if b["extra_info"]["baseline"]
-                     == "pycrdt Text, txn per edit + update capture"), None)  # fmt: skip
+        base = next(
+            (
+                b
+                for b in trace["baselines"]
+                if b["extra_info"]["baseline"] == "pycrdt Text, txn per edit + update capture"
+            ),
+            None,
+        )
         if base is not None:
             ratio = trace["ours"]["stats"]["median"] / base["stats"]["median"]
             met = "yes" if ratio <= 1.5 else "**no**"
-            lines.append(f"| engine trace replay ≤ 1.5× raw pycrdt (+ update capture) "
-                         f"| {ratio:.2f}× | {met} |")  # fmt: skip
+            lines.append(
+                f"| engine trace replay ≤ 1.5× raw pycrdt (+ update capture) "
+                f"| {ratio:.2f}× | {met} |"
+            )
     return [*lines, ""]
 
 

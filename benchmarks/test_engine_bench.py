@@ -58,9 +58,14 @@ def test_replay_engine(
     benchmark: Any, diffs: list[bytes], expected_text: str, shared: dict[str, Any]
 ) -> None:
     info(
-        benchmark, "replay", f"Trace replay, {len(diffs):,} edits (one apply_diff each)",
-        "ours", per=len(diffs), unit="edit", target="≤ 1.5× pycrdt + update capture",
-    )  # fmt: skip
+        benchmark,
+        "replay",
+        f"Trace replay, {len(diffs):,} edits (one apply_diff each)",
+        "ours",
+        per=len(diffs),
+        unit="edit",
+        target="≤ 1.5× pycrdt + update capture",
+    )
     r = benchmark.pedantic(
         replay_engine, setup=lambda: ((new_text_replica(), diffs), {}), rounds=ROUNDS_REPLAY
     )
@@ -72,9 +77,15 @@ def test_replay_pycrdt_capture(
     benchmark: Any, edits: list[tuple[int, int, str]], expected_text: str
 ) -> None:
     info(
-        benchmark, "replay", "", "baseline", per=len(edits), unit="edit", order=0,
+        benchmark,
+        "replay",
+        "",
+        "baseline",
+        per=len(edits),
+        unit="edit",
+        order=0,
         baseline="pycrdt Text, txn per edit + update capture",
-    )  # fmt: skip
+    )
     state: dict[str, Any] = {}
 
     def setup() -> tuple[tuple[Any, ...], dict[str, Any]]:
@@ -91,9 +102,15 @@ def test_replay_pycrdt_capture_tick(
     benchmark: Any, edits: list[tuple[int, int, str]], expected_text: str
 ) -> None:
     info(
-        benchmark, "replay", "", "baseline", per=len(edits), unit="edit", order=2,
+        benchmark,
+        "replay",
+        "",
+        "baseline",
+        per=len(edits),
+        unit="edit",
+        order=2,
         baseline="pycrdt, as above + the engine's clock tick on delete-only edits",
-    )  # fmt: skip
+    )
     texts = []
 
     def setup() -> tuple[tuple[Any, ...], dict[str, Any]]:
@@ -127,9 +144,15 @@ def test_replay_pycrdt_bare(
     benchmark: Any, edits: list[tuple[int, int, str]], expected_text: str
 ) -> None:
     info(
-        benchmark, "replay", "", "baseline", per=len(edits), unit="edit", order=1,
+        benchmark,
+        "replay",
+        "",
+        "baseline",
+        per=len(edits),
+        unit="edit",
+        order=1,
         baseline="pycrdt Text, txn per edit (bare)",
-    )  # fmt: skip
+    )
     texts = []
 
     def setup() -> tuple[tuple[Any, ...], dict[str, Any]]:
@@ -162,10 +185,13 @@ def medium(shared: dict[str, Any]) -> tuple[dict[str, Any], Replica]:
 def test_merge_trace_engine(benchmark: Any, shared: dict[str, Any], diffs: list[bytes]) -> None:
     state = trace_state(shared, diffs)
     info(
-        benchmark, "merge-trace",
+        benchmark,
+        "merge-trace",
         f"Merge the replayed trace's full state ({len(state) / 1e6:.2f} MB update) "
-        "into a fresh Replica", "ours", target="—",
-    )  # fmt: skip
+        "into a fresh Replica",
+        "ours",
+        target="—",
+    )
     r = benchmark.pedantic(
         lambda fresh: (fresh.merge(state), fresh)[1],
         setup=timed_in_setup(lambda: Replica("reader")),
@@ -186,10 +212,13 @@ def test_build_medium_engine(benchmark: Any, shared: dict[str, Any]) -> None:
     doc = make_document(MEDIUM)
     diff = replace_diff(doc)
     info(
-        benchmark, "build-medium",
+        benchmark,
+        "build-medium",
         f"Build a {size_label(MEDIUM)} document: apply_diff(replace) into a new Replica",
-        "ours", target="—", bson_bytes=len(bson.encode(doc)),
-    )  # fmt: skip
+        "ours",
+        target="—",
+        bson_bytes=len(bson.encode(doc)),
+    )
     r = benchmark.pedantic(build_replica, args=(diff,), rounds=1)
     assert r.snapshot() == bson.encode(doc)
     shared["medium"] = (doc, r)
@@ -198,9 +227,12 @@ def test_build_medium_engine(benchmark: Any, shared: dict[str, Any]) -> None:
 def test_build_medium_pycrdt(benchmark: Any, shared: dict[str, Any]) -> None:
     doc, _ = medium(shared)
     info(
-        benchmark, "build-medium", "", "baseline",
+        benchmark,
+        "build-medium",
+        "",
+        "baseline",
         baseline="the same dict as plain pycrdt Map/Array/Text (no order, no exact types)",
-    )  # fmt: skip
+    )
     benchmark.pedantic(build_raw, args=(doc,), rounds=1)
 
 
@@ -208,10 +240,13 @@ def test_merge_medium_engine(benchmark: Any, shared: dict[str, Any]) -> None:
     _, built = medium(shared)
     state = built.encode_state()
     info(
-        benchmark, "merge-medium",
+        benchmark,
+        "merge-medium",
         f"Merge a {size_label(MEDIUM)} document's state ({len(state) / 1e6:.1f} MB update) "
-        "into a fresh Replica", "ours", target="—",
-    )  # fmt: skip
+        "into a fresh Replica",
+        "ours",
+        target="—",
+    )
     r = benchmark.pedantic(
         lambda fresh: (fresh.merge(state), fresh)[1],
         setup=timed_in_setup(lambda: Replica("reader")),
@@ -255,13 +290,18 @@ def test_merge_shuffled_engine(
     shuffled = list(updates)
     random.Random(1).shuffle(shuffled)
     info(
-        benchmark, "merge-shuffled",
+        benchmark,
+        "merge-shuffled",
         f"Merge a backlog of {len(updates):,} single-edit updates (two writers) delivered "
-        "in random order, one merge each", "ours", target="≤ 2× in order",
-    )  # fmt: skip
+        "in random order, one merge each",
+        "ours",
+        target="≤ 2× in order",
+    )
     r = benchmark.pedantic(
-        merge_each, setup=lambda: ((Replica("reader"), shuffled), {}), rounds=ROUNDS_MERGE,
-    )  # fmt: skip
+        merge_each,
+        setup=lambda: ((Replica("reader"), shuffled), {}),
+        rounds=ROUNDS_MERGE,
+    )
     assert r.pending == 0 and r.snapshot() == writer.snapshot()
 
 
@@ -271,8 +311,10 @@ def test_merge_in_order_engine(
     updates, writer = backlog(shared, edits)
     info(benchmark, "merge-shuffled", "", "baseline", baseline="the same updates in order")
     r = benchmark.pedantic(
-        merge_each, setup=lambda: ((Replica("reader"), updates), {}), rounds=ROUNDS_MERGE,
-    )  # fmt: skip
+        merge_each,
+        setup=lambda: ((Replica("reader"), updates), {}),
+        rounds=ROUNDS_MERGE,
+    )
     assert r.pending == 0 and r.snapshot() == writer.snapshot()
 
 
@@ -283,20 +325,26 @@ def test_build_large_engine(benchmark: Any, shared: dict[str, Any]) -> None:
     doc = make_document(LARGE)
     diff = replace_diff(doc)
     info(
-        benchmark, "build-large",
+        benchmark,
+        "build-large",
         f"Build a {size_label(LARGE)} document: apply_diff(replace) into a new Replica",
-        "ours", target="—", bson_bytes=len(bson.encode(doc)),
-    )  # fmt: skip
+        "ours",
+        target="—",
+        bson_bytes=len(bson.encode(doc)),
+    )
     r = benchmark.pedantic(build_replica, args=(diff,), rounds=1)
     shared["large"] = (doc, r)
 
 
 def snapshot_rows(benchmark: Any, doc: dict[str, Any], r: Replica, label: str) -> None:
     info(
-        benchmark, f"snapshot-{label}",
-        f"Snapshot encode, {label} document (first call after a change)", "ours", target="—",
+        benchmark,
+        f"snapshot-{label}",
+        f"Snapshot encode, {label} document (first call after a change)",
+        "ours",
+        target="—",
         bson_bytes=len(bson.encode(doc)),
-    )  # fmt: skip
+    )
 
     def tick() -> tuple[tuple[Any, ...], dict[str, Any]]:
         r.apply_diff(TICK)  # a change: the cached snapshot bytes are dropped
@@ -344,8 +392,12 @@ def test_snapshot_large_bson(benchmark: Any, shared: dict[str, Any]) -> None:
 def probe(kind: str, arg: int) -> dict[str, Any]:
     out = subprocess.run(
         [sys.executable, "-m", "benchmarks.memory_probe", kind, str(arg)],
-        cwd=ROOT, check=True, capture_output=True, text=True, timeout=900,
-    )  # fmt: skip
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     result: dict[str, Any] = json.loads(out.stdout)
     return result
 
@@ -353,9 +405,12 @@ def probe(kind: str, arg: int) -> dict[str, Any]:
 def test_memory_small_replicas(benchmark: Any) -> None:
     result = benchmark.pedantic(probe, args=("small", SMALL_REPLICAS), rounds=1)
     info(
-        benchmark, "memory-small", f"{SMALL_REPLICAS:,} small replicas (one small doc each)",
-        "memory", memory=result,
-    )  # fmt: skip
+        benchmark,
+        "memory-small",
+        f"{SMALL_REPLICAS:,} small replicas (one small doc each)",
+        "memory",
+        memory=result,
+    )
 
 
 def test_memory_medium_document(benchmark: Any) -> None:

@@ -58,28 +58,37 @@ def _connection_flags() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(add_help=False)
     g = p.add_argument_group("connection")
     g.add_argument(
-        "--address", default=os.environ.get("VIRTUALDOM_ADDRESS") or DEFAULT_ADDRESS,
-        metavar="HOST:PORT", help=f"the gateway (VIRTUALDOM_ADDRESS; default {DEFAULT_ADDRESS})",
-    )  # fmt: skip
+        "--address",
+        default=os.environ.get("VIRTUALDOM_ADDRESS") or DEFAULT_ADDRESS,
+        metavar="HOST:PORT",
+        help=f"the gateway (VIRTUALDOM_ADDRESS; default {DEFAULT_ADDRESS})",
+    )
     g.add_argument(
-        "--token", default=os.environ.get("VIRTUALDOM_TOKEN") or None,
+        "--token",
+        default=os.environ.get("VIRTUALDOM_TOKEN") or None,
         help="bearer token (VIRTUALDOM_TOKEN); without TLS only to a loopback address",
-    )  # fmt: skip
+    )
     g.add_argument(
-        "--ca-file", default=os.environ.get("VIRTUALDOM_CA_FILE") or None, metavar="PEM",
+        "--ca-file",
+        default=os.environ.get("VIRTUALDOM_CA_FILE") or None,
+        metavar="PEM",
         help="CA certificates to trust: connect with TLS (VIRTUALDOM_CA_FILE)",
-    )  # fmt: skip
+    )
     g.add_argument("--tls", action="store_true", help="TLS with the system's CAs")
     g.add_argument("--cert-file", metavar="PEM", help="client certificate (mutual TLS)")
     g.add_argument("--key-file", metavar="PEM", help="private key of --cert-file")
     g.add_argument(
-        "--timeout", type=float, default=60.0, metavar="SECONDS",
+        "--timeout",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
         help="deadline of each call (default 60)",
-    )  # fmt: skip
+    )
     g.add_argument(
-        "--json", action="store_true",
+        "--json",
+        action="store_true",
         help="machine output: JSON lines (the default when stdout is not a terminal)",
-    )  # fmt: skip
+    )
     return p
 
 
@@ -98,21 +107,26 @@ def add_commands(sub: Any) -> None:
     p.add_argument("node", help="the document's id (a new id creates the document)")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument(
-        "--ops", metavar="JSON",
+        "--ops",
+        metavar="JSON",
         help='the ops as (Extended) JSON: [{"op": "set", ...}] or a whole diff {"ops": [...]}',
-    )  # fmt: skip
+    )
     src.add_argument(
-        "--file", metavar="FILE",
+        "--file",
+        metavar="FILE",
         help="a diff file: .bson (BSON) or JSON / Extended JSON (- = stdin, JSON)",
-    )  # fmt: skip
+    )
     p.add_argument("--format", choices=["json", "bson"], help="the --file format (by extension)")
     p.add_argument("--actor", help="who makes the change (a token's subject otherwise)")
     p.add_argument("--request-id", help="idempotency key (default: generated)")
     p.add_argument("--expected-version", type=int, help="apply only at this version")
     p.add_argument(
-        "--meta", action="append", default=[], metavar="KEY=VALUE",
+        "--meta",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
         help="metadata stored with the change (repeatable)",
-    )  # fmt: skip
+    )
 
     p = sub.add_parser("watch", parents=[conn], help="follow live changes")
     p.add_argument("node", nargs="?", help="the document to follow")
@@ -122,9 +136,7 @@ def add_commands(sub: Any) -> None:
     start.add_argument("--resume-token", help="continue after this event's resume_token")
     p.add_argument("--snapshot", action="store_true", help="start with the current snapshot(s)")
     p.add_argument("--progress", action="store_true", help="also print heartbeats")
-    p.add_argument(
-        "--count", type=int, help="exit after this many events (snapshots and changes)"
-    )
+    p.add_argument("--count", type=int, help="exit after this many events (snapshots and changes)")
 
     p = sub.add_parser("history", parents=[conn], help="list a document's versions")
     p.add_argument("node", help="the document's id")
@@ -136,13 +148,19 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--secret-file", metavar="FILE", help="read the secret from FILE")
     p.add_argument("--sub", required=True, metavar="ACTOR", help="the subject (actor id)")
     p.add_argument(
-        "--read", action="append", default=[], metavar="PREFIX",
+        "--read",
+        action="append",
+        default=[],
+        metavar="PREFIX",
         help='node-id prefix the token may read (repeatable; "" = all)',
-    )  # fmt: skip
+    )
     p.add_argument(
-        "--write", action="append", default=[], metavar="PREFIX",
+        "--write",
+        action="append",
+        default=[],
+        metavar="PREFIX",
         help="node-id prefix the token may write (repeatable)",
-    )  # fmt: skip
+    )
     p.add_argument("--ttl", type=int, default=3600, metavar="SECONDS", help="lifetime (3600)")
     p.add_argument("--iss", help="issuer claim")
     p.add_argument("--aud", help="audience claim")
@@ -309,9 +327,12 @@ def _load_diff(args: argparse.Namespace, out: Output) -> Any:
     else:
         try:
             size = os.path.getsize(path)
-            with open(path, "rb") as f, out.activity(
-                f"reading {os.path.basename(path)}", size if size > PROGRESS_BYTES else None
-            ) as advance:
+            with (
+                open(path, "rb") as f,
+                out.activity(
+                    f"reading {os.path.basename(path)}", size if size > PROGRESS_BYTES else None
+                ) as advance,
+            ):
                 chunks = []
                 while chunk := f.read(1024 * 1024):
                     chunks.append(chunk)
@@ -357,15 +378,24 @@ async def cmd_write(args: argparse.Namespace, out: Output) -> int:
     async with _client(args) as client:
         with out.activity(f"writing {args.node}" + (f" ({size:,} bytes)" if size else "")):
             w = await client.write(
-                args.node, diff, actor=args.actor, request_id=args.request_id,
-                expected_version=args.expected_version, metadata=meta or None,
-            )  # fmt: skip
+                args.node,
+                diff,
+                actor=args.actor,
+                request_id=args.request_id,
+                expected_version=args.expected_version,
+                metadata=meta or None,
+            )
     if out.json:
         out.line(
-            {"node_id": args.node, "version": w.version, "clock": w.clock,
-             "replayed": w.replayed, "changed": bool(w.diff_bson or w.update),
-             "request_id": w.request_id}
-        )  # fmt: skip
+            {
+                "node_id": args.node,
+                "version": w.version,
+                "clock": w.clock,
+                "replayed": w.replayed,
+                "changed": bool(w.diff_bson or w.update),
+                "request_id": w.request_id,
+            }
+        )
         return 0
     note = " [yellow](replayed: already applied)[/]" if w.replayed else ""
     if not (w.diff_bson or w.update) and not w.replayed:
@@ -394,20 +424,31 @@ def _ops_summary(diff: dict[str, Any]) -> list[str]:
 def _event_json(event: Any) -> dict[str, Any]:
     if isinstance(event, Change):
         return {
-            "event": "change", "node_id": event.node_id, "version": event.version,
-            "actor": event.actor, "time": _time(event.timestamp), "clock": event.clock,
-            "metadata": event.metadata, "diff": relaxed(event.diff),
+            "event": "change",
+            "node_id": event.node_id,
+            "version": event.version,
+            "actor": event.actor,
+            "time": _time(event.timestamp),
+            "clock": event.clock,
+            "metadata": event.metadata,
+            "diff": relaxed(event.diff),
             "resume_token": event.resume_token.hex(),
-        }  # fmt: skip
+        }
     if isinstance(event, SnapshotEvent):
         return {
-            "event": "snapshot", "node_id": event.node_id, "version": event.version,
-            "clock": event.clock, "document": relaxed(event.document),
+            "event": "snapshot",
+            "node_id": event.node_id,
+            "version": event.version,
+            "clock": event.clock,
+            "document": relaxed(event.document),
             "resume_token": event.resume_token.hex(),
-        }  # fmt: skip
+        }
     assert isinstance(event, Progress)
-    return {"event": "progress", "time": _time(event.timestamp),
-            "resume_token": event.resume_token.hex()}  # fmt: skip
+    return {
+        "event": "progress",
+        "time": _time(event.timestamp),
+        "resume_token": event.resume_token.hex(),
+    }
 
 
 def _event_text(event: Any) -> str:
@@ -443,9 +484,13 @@ async def cmd_watch(args: argparse.Namespace, out: Output, state: dict[str, Any]
             raise UsageError("--resume-token: give the hex token of an event") from None
     async with _client(args) as client:
         sub = client.subscribe(
-            args.node, prefix=args.prefix, from_version=args.from_version, resume_token=token,
-            send_snapshot=args.snapshot, progress=args.progress,
-        )  # fmt: skip
+            args.node,
+            prefix=args.prefix,
+            from_version=args.from_version,
+            resume_token=token,
+            send_snapshot=args.snapshot,
+            progress=args.progress,
+        )
         async with sub:
             events = 0
             if args.count is not None and args.count <= 0:
@@ -499,11 +544,15 @@ async def cmd_history(args: argparse.Namespace, out: Output) -> int:
         async for change in _versions(client, args.node, args.from_version, latest, out):
             if out.json:
                 row: dict[str, Any] = {
-                    "node_id": change.node_id, "version": change.version, "actor": change.actor,
-                    "time": _time(change.timestamp), "timestamp_us": change.timestamp_us,
-                    "clock": change.clock, "metadata": change.metadata,
+                    "node_id": change.node_id,
+                    "version": change.version,
+                    "actor": change.actor,
+                    "time": _time(change.timestamp),
+                    "timestamp_us": change.timestamp_us,
+                    "clock": change.clock,
+                    "metadata": change.metadata,
                     "ops": _ops_summary(change.diff),
-                }  # fmt: skip
+                }
                 if args.diffs:
                     row["diff"] = relaxed(change.diff)
                 out.line(row)
@@ -519,10 +568,12 @@ async def cmd_history(args: argparse.Namespace, out: Output) -> int:
         for c in rows:
             ops = ", ".join(_ops_summary(c.diff))
             table.add_row(
-                str(c.version), c.timestamp.astimezone().strftime("%Y-%m-%d %H:%M:%S"),
-                escape(c.actor), escape(ops if len(ops) <= 60 else ops[:59] + "…"),
+                str(c.version),
+                c.timestamp.astimezone().strftime("%Y-%m-%d %H:%M:%S"),
+                escape(c.actor),
+                escape(ops if len(ops) <= 60 else ops[:59] + "…"),
                 escape(json.dumps(c.clock)),
-            )  # fmt: skip
+            )
         out.print(table)
     return 0
 

@@ -109,10 +109,14 @@ class GatewayClient:
             ),
             compression=compression,
             credentials=channel_credentials(
-                target, tls=tls, root_certificates=root_certificates,
-                certificate_chain=certificate_chain, private_key=private_key, token=token,
+                target,
+                tls=tls,
+                root_certificates=root_certificates,
+                certificate_chain=certificate_chain,
+                private_key=private_key,
+                token=token,
             ),
-        )  # fmt: skip
+        )
         self._streams: weakref.WeakSet[Subscription | Session] = weakref.WeakSet()
 
     # -- lifecycle -----------------------------------------------------------------------------
@@ -190,9 +194,10 @@ class GatewayClient:
         if expected_version is not None:
             request.expected_version = expected_version
         response = await self._call(
-            lambda e, t: e.write_diff(request, timeout=t), idempotent=bool(request_id),
+            lambda e, t: e.write_diff(request, timeout=t),
+            idempotent=bool(request_id),
             timeout=timeout,
-        )  # fmt: skip
+        )
         return WriteResult.from_pb(response, request.request_id, self.codec_options)
 
     async def write_update(

@@ -20,9 +20,19 @@ __all__ = ["malformed", "not_canonical"]
 
 #: Value sizes of the fixed-size BSON types.
 _FIXED = {
-    0x01: 8, 0x06: 0, 0x07: 12, 0x08: 1, 0x09: 8, 0x0A: 0, 0x10: 4, 0x11: 8, 0x12: 8,
-    0x13: 16, 0x7F: 0, 0xFF: 0,
-}  # fmt: skip
+    0x01: 8,
+    0x06: 0,
+    0x07: 12,
+    0x08: 1,
+    0x09: 8,
+    0x0A: 0,
+    0x10: 4,
+    0x11: 8,
+    0x12: 8,
+    0x13: 16,
+    0x7F: 0,
+    0xFF: 0,
+}
 _STRINGS = frozenset({0x02, 0x0D, 0x0E})
 #: Types pymongo decodes lossily (they do not re-encode as they came).
 _DEPRECATED = {0x06: "undefined", 0x0C: "DBPointer", 0x0E: "symbol"}
@@ -62,8 +72,10 @@ def malformed(data: bytes, max_depth: int) -> EngineError:
         return LimitExceeded(
             f"the BSON nests {depth} levels deep, over the limit max_depth={max_depth}"
             f" (from byte {offset}, under {show_path(under, 80)})",
-            "max_depth", max_depth, depth,
-        )  # fmt: skip
+            "max_depth",
+            max_depth,
+            depth,
+        )
     # The structure is sound, yet the decoder refused it (a value it cannot represent).
     return MalformedBSON("malformed BSON: the bytes do not decode as one BSON document")
 

@@ -56,9 +56,7 @@ def validate_clock(clock: Mapping[str, Any]) -> VectorClock:
         if not isinstance(actor, str) or not actor:
             raise CausalityError("vector clock actors must be non-empty strings")
         if isinstance(n, bool) or not isinstance(n, int) or n < 0:
-            raise CausalityError(
-                f"vector clock counter for {quote(actor)} must be an integer >= 0"
-            )
+            raise CausalityError(f"vector clock counter for {quote(actor)} must be an integer >= 0")
         out[actor] = int(n)
     return out
 

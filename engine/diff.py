@@ -95,8 +95,10 @@ def parse_diff(doc: dict[str, Any], max_ops: int) -> ParsedDiff:
     if len(raw) > max_ops:
         raise LimitExceeded(
             f"the diff has {len(raw)} ops, over the limit max_ops={max_ops}",
-            "max_ops", max_ops, len(raw),
-        )  # fmt: skip
+            "max_ops",
+            max_ops,
+            len(raw),
+        )
     return ParsedDiff([parse_op(o, i) for i, o in enumerate(raw)])
 
 

@@ -54,10 +54,12 @@ def canonical_splice(diff: bytes) -> tuple[str, int, int, str] | None:
     n = len(diff)
     le = int.from_bytes
     if (
-        le(total, "little") != n or le(array, "little") != n - 10 or le(op, "little") != n - 18
+        le(total, "little") != n
+        or le(array, "little") != n - 10
+        or le(op, "little") != n - 18
         or le(path_len, "little") != len(path_b) + 1
         or (text_b is not None and le(text_len, "little") != len(text_b) + 1)
-    ):  # fmt: skip
+    ):
         return None
     index = le(index_b, "little", signed=True)
     count = le(count_b, "little", signed=True) if count_b is not None else 0
@@ -131,8 +133,13 @@ def splice_args(doc: dict[str, Any]) -> tuple[Any, int, int, str] | None:
     raw_path, index = o.get("path"), o.get("index")
     count, text = o.get("delete", 0), o.get("insert", "")
     if (
-        type(index) is not int or type(count) is not int or type(text) is not str
-        or index < 0 or count < 0 or not (count or text) or not text.isascii()
-    ):  # fmt: skip
+        type(index) is not int
+        or type(count) is not int
+        or type(text) is not str
+        or index < 0
+        or count < 0
+        or not (count or text)
+        or not text.isascii()
+    ):
         return None
     return raw_path, index, count, text

@@ -388,9 +388,10 @@ class Plan:
             base, deltas = cur, {}
         mine = deltas.get(self.actor, 0)
         new_mine: int | float = (
-            float(mine) + float(op.by) if isinstance(mine, float) or isinstance(op.by, float)
+            float(mine) + float(op.by)
+            if isinstance(mine, float) or isinstance(op.by, float)
             else mine + op.by
-        )  # fmt: skip
+        )
         new_deltas = {**deltas, self.actor: new_mine}
         value = counter_total(base, new_deltas)
         if isinstance(value, float) and not math.isfinite(value) and math.isfinite(float(cur)):

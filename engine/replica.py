@@ -348,9 +348,14 @@ class Replica:
 
     def _plan(self) -> Plan:
         return Plan(
-            self._mirror, self._tree, self.limits, self.actor, self._size, self._epoch_base,
+            self._mirror,
+            self._tree,
+            self.limits,
+            self.actor,
+            self._size,
+            self._epoch_base,
             _Direct(self),
-        )  # fmt: skip
+        )
 
     def _epoch_base(self) -> str:
         # Our own clock only grows, even across restores, so epochs never repeat.
@@ -390,9 +395,11 @@ class Replica:
         lim = self.limits
         size = self._size + len(text)
         if (
-            index + count > length or new_length > lim.max_string_chars
-            or size > lim.max_document_bytes or lim.max_ops < 1
-        ):  # fmt: skip
+            index + count > length
+            or new_length > lim.max_string_chars
+            or size > lim.max_document_bytes
+            or lim.max_ops < 1
+        ):
             return None
         if self._clock is None:
             self._clock = self._read_clock()

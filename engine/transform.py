@@ -161,8 +161,9 @@ def _emit(a: Op, point: int, ranges: list[tuple[int, int]]) -> list[Op]:
             out.append(Op("splice", a.path, index=s, count=e - s))
         at_point = [e - s for s, e in ranges if s == point]
         if a.text:
-            out.append(Op("splice", a.path, index=point, count=at_point[0] if at_point else 0,
-                          text=a.text))  # fmt: skip
+            out.append(
+                Op("splice", a.path, index=point, count=at_point[0] if at_point else 0, text=a.text)
+            )
         return out
     for s, e in ranges:
         out.append(Op("delete", a.path, index=s, count=e - s))

@@ -55,10 +55,20 @@ _EJSON = JSONOptions(
 #: Keys that mark a plain map as a Canonical Extended JSON leaf value.
 EJSON_KEYS = frozenset(
     {
-        "$numberInt", "$numberLong", "$numberDouble", "$numberDecimal", "$oid", "$date",
-        "$binary", "$regularExpression", "$code", "$timestamp", "$minKey", "$maxKey",
+        "$numberInt",
+        "$numberLong",
+        "$numberDouble",
+        "$numberDecimal",
+        "$oid",
+        "$date",
+        "$binary",
+        "$regularExpression",
+        "$code",
+        "$timestamp",
+        "$minKey",
+        "$maxKey",
     }
-)  # fmt: skip
+)
 INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
 DEFAULT_MAX_DEPTH = Limits().max_depth
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
@@ -248,9 +258,11 @@ def scope_from_bytes(data: bytes) -> dict[str, Any]:
 
 def too_deep(max_depth: int) -> LimitExceeded:
     return LimitExceeded(
-        f"nesting depth is over the limit max_depth={max_depth}", "max_depth", max_depth,
+        f"nesting depth is over the limit max_depth={max_depth}",
+        "max_depth",
+        max_depth,
         max_depth + 1,
-    )  # fmt: skip
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -344,9 +356,11 @@ def _plain(d: Any) -> Any:
 def parse_meta(meta: Any) -> tuple[float, str]:
     """``(order, epoch)`` from a field's meta entry; fields without one sort last."""
     if (
-        isinstance(meta, list) and meta and type(meta[0]) in (int, float)
+        isinstance(meta, list)
+        and meta
+        and type(meta[0]) in (int, float)
         and not math.isnan(meta[0])  # NaN would make the sort depend on the input order
-    ):  # fmt: skip
+    ):
         epoch = meta[1] if len(meta) > 1 and isinstance(meta[1], str) else ""
         return float(meta[0]), epoch
     return math.inf, ""
@@ -370,9 +384,12 @@ def node_from_crdt(d: dict[str, Any]) -> DocNode:
         e = d[k]
         field, actor = k[1:].split(META, 1)
         if (
-            field in node and is_number(node[field]) and isinstance(e, list) and len(e) == 2
+            field in node
+            and is_number(node[field])
+            and isinstance(e, list)
+            and len(e) == 2
             and e[0] == metas[field][1]
-        ):  # fmt: skip
+        ):
             base, epoch, deltas = node.counters.get(field, (node[field], e[0], {}))
             deltas[actor] = delta_from_crdt(e[1])
             node.counters[field] = (base, epoch, deltas)

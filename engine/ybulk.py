@@ -173,11 +173,20 @@ class StructWriter:
                     n = len(raw)
                     units = n if n == len(value) else len(value.encode("utf-16-le")) >> 1
                     # The Text's type struct, then its one string struct (parent: the Text).
-                    append(join((
-                        _TYPE_KEYED, parent, pair[0], b"\x02\x04\x00", client,
-                        _VAR[clock] if clock < 0x80 else varuint(clock),
-                        _VAR[n] if n < 0x80 else varuint(n), raw,
-                    )))  # fmt: skip
+                    append(
+                        join(
+                            (
+                                _TYPE_KEYED,
+                                parent,
+                                pair[0],
+                                b"\x02\x04\x00",
+                                client,
+                                _VAR[clock] if clock < 0x80 else varuint(clock),
+                                _VAR[n] if n < 0x80 else varuint(n),
+                                raw,
+                            )
+                        )
+                    )
                     self.clock = clock + 2 + units  # + the meta below
                     self.structs += 3
                 else:
@@ -192,10 +201,18 @@ class StructWriter:
                 self.map_entry(parent, pair[0], value, depth)
                 self.clock += 1
                 self.structs += 1
-            append(join((
-                _ANY_KEYED, parent, pair[1], b"\x01\x75\x02",
-                _ORDERS[order] if order < _N_ORDERS else _number(float(order)), epoch,
-            )))  # fmt: skip
+            append(
+                join(
+                    (
+                        _ANY_KEYED,
+                        parent,
+                        pair[1],
+                        b"\x01\x75\x02",
+                        _ORDERS[order] if order < _N_ORDERS else _number(float(order)),
+                        epoch,
+                    )
+                )
+            )
 
     def field(
         self, parent: bytes, key: str, value: Any, depth: int, order: float, epoch: bytes
@@ -203,9 +220,9 @@ class StructWriter:
         """One field of a document under ``parent`` and its ``[order, epoch]`` meta."""
         kb, mk = _key_pair(key)
         self.map_entry(parent, kb, value, depth)
-        self.parts.append(b"".join((
-            _ANY_KEYED, parent, mk, b"\x01\x75\x02", _number(order), epoch
-        )))  # fmt: skip
+        self.parts.append(
+            b"".join((_ANY_KEYED, parent, mk, b"\x01\x75\x02", _number(order), epoch))
+        )
         self.clock += 1
         self.structs += 1
 
@@ -312,9 +329,11 @@ def _leaf(value: Any) -> bytes:
     if value is None:
         return b"\x7e"
     if t is int:
-        tag = b"\x76\x01\x0a$numberInt\x77" if INT32_MIN <= value <= INT32_MAX else (
-            b"\x76\x01\x0b$numberLong\x77"
-        )  # fmt: skip
+        tag = (
+            b"\x76\x01\x0a$numberInt\x77"
+            if INT32_MIN <= value <= INT32_MAX
+            else (b"\x76\x01\x0b$numberLong\x77")
+        )
         digits = str(value).encode()
         return tag + varuint(len(digits)) + digits
     if t is Int64:

@@ -91,10 +91,11 @@ def main() -> int:
             fresh_root = generate(pathlib.Path(tmp))
             fresh, current = files_under(fresh_root), files_under(ROOT)
             stale = sorted(
-                rel for rel in fresh
+                rel
+                for rel in fresh
                 if rel not in current
                 or not filecmp.cmp(fresh_root / rel, ROOT / rel, shallow=False)
-            )  # fmt: skip
+            )
             extra = sorted(current - fresh)
             if stale or extra:
                 print("stale generated code:", *stale, *extra, file=sys.stderr)

@@ -52,6 +52,8 @@ if [ ! -x .tools/staticcheck ] && command -v go >/dev/null 2>&1; then
 fi
 export PATH="$PWD/.tools:$PATH"
 .venv/bin/ruff check .
+# The code is ruff-formatted (a `# fmt: skip` only where a comment above says why it is kept).
+.venv/bin/ruff format --check .
 .venv/bin/mypy -p virtualdom.engine -p virtualdom.server -p virtualdom.client
 (cd clients/go && unformatted=$(gofmt -l .) && [ -z "$unformatted" ] || { echo "gofmt: $unformatted"; exit 1; })
 (cd clients/go && go vet ./... && staticcheck ./...)

@@ -182,8 +182,15 @@ class Gateway:
         host = cfg.address.rsplit(":", 1)[0]
         loop_kind = type(asyncio.get_running_loop()).__module__.split(".")[0]
         where = cfg.store.split("@")[-1] if cfg.store else cfg.data_dir  # no password in logs
-        log.info("listening on %s:%d (%s), storing in %s as %s, event loop %s", host, self.port,
-                 self.security.summary, where, cfg.actor, loop_kind)  # fmt: skip
+        log.info(
+            "listening on %s:%d (%s), storing in %s as %s, event loop %s",
+            host,
+            self.port,
+            self.security.summary,
+            where,
+            cfg.actor,
+            loop_kind,
+        )
         return self.port
 
     async def _start_http(self, address: str) -> None:
@@ -196,19 +203,29 @@ class Gateway:
         assert self.rooms is not None
         self.web = WebSockets(self.config, self.security, self.documents, self.service, self.rooms)
         self.http = HttpServer(
-            build_app(self.web, http_routes(self), http_middleware(self.config)), address,
+            build_app(self.web, http_routes(self), http_middleware(self.config)),
+            address,
             max_message_bytes=self.config.ws_max_message_bytes,
             tls=self.security.tls,
             deflate=self.config.compression == "gzip",
-        )  # fmt: skip
+        )
         self.http_port = await self.http.start()
         host = address.rsplit(":", 1)[0]
         scheme = "wss" if self.security.tls is not None else "ws"
         # Logged before the gRPC port's "listening on" line (which says the gateway is ready);
         # tests and scripts find the bound port here: "http on HOST:PORT".
-        log.info("http on %s:%d (y-websocket %s://%s:%d/yjs/<node_id>, hocuspocus %s://%s:%d"
-                 "/hocuspocus)", host, self.http_port, scheme, host, self.http_port, scheme,
-                 host, self.http_port)  # fmt: skip
+        log.info(
+            "http on %s:%d (y-websocket %s://%s:%d/yjs/<node_id>, hocuspocus %s://%s:%d"
+            "/hocuspocus)",
+            host,
+            self.http_port,
+            scheme,
+            host,
+            self.http_port,
+            scheme,
+            host,
+            self.http_port,
+        )
 
     async def stop(self, grace: float = 10.0) -> None:
         """Stop accepting calls, end streams with a resumable status, finish in-flight writes,

@@ -164,8 +164,10 @@ class StreamState:
             raise TokenBeyondHead(
                 f"the resume token is at log position {pos}, past the head {head}: this store"
                 f" never issued it; resync from a snapshot (the detail's token is the head)",
-                position=pos, head=head, head_token=self.token(head),
-            )  # fmt: skip
+                position=pos,
+                head=head,
+                head_token=self.token(head),
+            )
         if pos < oldest:
             raise Compacted(
                 f"the resume token is older than the retained log; resync from a"

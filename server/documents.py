@@ -511,9 +511,12 @@ async def _load(
     # 228 MB update): replaying the log must not refuse what the gateway acknowledged.
     replay_limits = dataclasses.replace(config.limits, max_diff_bytes=sys.maxsize)
     replica = Replica.restore(
-        config.actor, base_state, base_version, limits=replay_limits,
+        config.actor,
+        base_state,
+        base_version,
+        limits=replay_limits,
         retain=config.retain_in_memory,
-    )  # fmt: skip
+    )
     for c in changes:
         with gc_paused(len(c.update)):
             applied = replica.merge(c.update)

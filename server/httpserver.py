@@ -49,9 +49,14 @@ class HttpServer:
     """One ASGI app on one address, started and stopped with the gateway."""
 
     def __init__(
-        self, app: Any, address: str, *, max_message_bytes: int, tls: Any = None,
+        self,
+        app: Any,
+        address: str,
+        *,
+        max_message_bytes: int,
+        tls: Any = None,
         deflate: bool = False,
-    ):  # fmt: skip
+    ):
         """``tls``: the gRPC port's :class:`~.tls.ServerTLS` (the same certificate serves wss;
         with a client CA, client certificates are required here too). ``deflate``: accept
         permessage-deflate when a client offers it (browsers and `websockets` always do)."""

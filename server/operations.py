@@ -26,7 +26,6 @@ from .store import Store, StoredChange
 __all__ = ["Operations", "Snapshot", "WriteCall"]
 
 
-
 def check_size(limit: str, allowed: int, actual: int, what: str) -> None:
     if actual > allowed:
         raise LimitExceeded(

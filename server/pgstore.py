@@ -396,9 +396,17 @@ class PostgresStore:
                 head += 1
                 c.seq = head
                 row = (
-                    c.seq, c.node_id, c.version, c.actor, c.timestamp_us, c.clock_bson,
-                    c.diff_bson, c.update, _encode_meta(c.metadata), c.request_id or None,
-                )  # fmt: skip
+                    c.seq,
+                    c.node_id,
+                    c.version,
+                    c.actor,
+                    c.timestamp_us,
+                    c.clock_bson,
+                    c.diff_bson,
+                    c.update,
+                    _encode_meta(c.metadata),
+                    c.request_id or None,
+                )
                 for col, value in zip(cols, row, strict=True):
                     col.append(value)
         if cols[0]:

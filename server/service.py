@@ -147,9 +147,11 @@ class MemoryGateway:
             include_state=request.include_state,
         )
         return pb.ReadSnapshotResponse(
-            snapshot_bson=snap.snapshot_bson, version=snap.version,
-            vector_clock=pb.VectorClock(counters=snap.clock), state=snap.state,
-        )  # fmt: skip
+            snapshot_bson=snap.snapshot_bson,
+            version=snap.version,
+            vector_clock=pb.VectorClock(counters=snap.clock),
+            state=snap.state,
+        )
 
     # -- change streams: convert, call the core (changestream.py), convert -------------------
 
@@ -229,9 +231,12 @@ def stream_request(request: pb.SubscribeRequest) -> StreamRequest:
 
 def snapshot_pb(s: Snapshot) -> pb.SnapshotEvent:
     return pb.SnapshotEvent(
-        node_id=s.node_id, version=s.version, vector_clock=pb.VectorClock(counters=s.clock),
-        snapshot_bson=s.snapshot_bson, resume_token=s.resume_token,
-    )  # fmt: skip
+        node_id=s.node_id,
+        version=s.version,
+        vector_clock=pb.VectorClock(counters=s.clock),
+        snapshot_bson=s.snapshot_bson,
+        resume_token=s.resume_token,
+    )
 
 
 def wire_messages(event: Changes, budget: int) -> Iterator[bytes]:

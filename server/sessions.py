@@ -61,10 +61,13 @@ def _error_update(seq: int, node_id: bytes, exc: Exception) -> pb.SessionUpdate:
     code, message, detail = status_for(exc)
     return pb.SessionUpdate(
         error=pb.SessionError(
-            seq=seq, code=code.value[0], message=message, node_id=node_id,
+            seq=seq,
+            code=code.value[0],
+            message=message,
+            node_id=node_id,
             retry_after_ms=detail.retry_after_ms,
         )
-    )  # fmt: skip
+    )
 
 
 @dataclass(eq=False)
@@ -85,9 +88,12 @@ class Membership:
 
     def presence_update(self, removed: bool = False) -> pb.PresenceUpdate:
         return pb.PresenceUpdate(
-            node_id=self.node_id, member_id=self.member_id, actor=self.actor,
-            state_bson=b"" if removed else self.presence, removed=removed,
-        )  # fmt: skip
+            node_id=self.node_id,
+            member_id=self.member_id,
+            actor=self.actor,
+            state_bson=b"" if removed else self.presence,
+            removed=removed,
+        )
 
 
 #: Writes of one session queued to their documents and not yet acknowledged: the reader goes on
@@ -157,10 +163,12 @@ class Outbox:
                 Exhausted(
                     f"the session is not reading its messages ({len(self.items)} waiting);"
                     " rejoin to resync",
-                    limit="session_backlog", allowed=self.capacity + self.backlog,
-                    actual=len(self.items) + 1, retry_after_ms=0,
+                    limit="session_backlog",
+                    allowed=self.capacity + self.backlog,
+                    actual=len(self.items) + 1,
+                    retry_after_ms=0,
                 )
-            )  # fmt: skip
+            )
             return
         self.items.append(update)
         self.ready.set()
@@ -453,12 +461,18 @@ class SessionService:
         await session.out.put(
             pb.SessionUpdate(
                 joined=pb.Joined(
-                    seq=seq, node_id=node_id, version=version,
-                    vector_clock=pb.VectorClock(counters=clock), update=update, state_vector=sv,
-                    snapshot_bson=snap, member_id=m.member_id, members=others,
+                    seq=seq,
+                    node_id=node_id,
+                    version=version,
+                    vector_clock=pb.VectorClock(counters=clock),
+                    update=update,
+                    state_vector=sv,
+                    snapshot_bson=snap,
+                    member_id=m.member_id,
+                    members=others,
                 )
             )
-        )  # fmt: skip
+        )
         self._broadcast(
             m,
             pb.SessionUpdate(
@@ -473,9 +487,14 @@ class SessionService:
         room = self.rooms.room(node_id, host)  # again: it may have emptied during the put
         codec = room.codec("grpc", lambda _: GrpcCodec(self.config, node_id))
         core = Member(
-            m.member_id, actor, codec, _Sink(session.out), since=last_seq, owner=m,
+            m.member_id,
+            actor,
+            codec,
+            _Sink(session.out),
+            since=last_seq,
+            owner=m,
             on_behind=lambda pos: self._fell_behind(m, pos),
-        )  # fmt: skip
+        )
         m.core, m.room = core, room
         room.join(core)
         if room.position > last_seq:
@@ -622,9 +641,12 @@ class GrpcCodec:
 
 def _presence_of(owner: Member, state: str | None, node_id: bytes) -> pb.PresenceUpdate:
     return pb.PresenceUpdate(
-        node_id=node_id, member_id=owner.member_id, actor=owner.actor,
-        state_bson=b"" if state is None else bson_of_state(state), removed=state is None,
-    )  # fmt: skip
+        node_id=node_id,
+        member_id=owner.member_id,
+        actor=owner.actor,
+        state_bson=b"" if state is None else bson_of_state(state),
+        removed=state is None,
+    )
 
 
 def _websocket_presence(room: Room, node_id: bytes) -> list[pb.PresenceUpdate]:

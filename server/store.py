@@ -377,10 +377,18 @@ class SqliteStore:
             conn.execute(
                 f"INSERT INTO changes ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?)",
                 (
-                    self._head, c.node_id, c.version, c.actor, c.timestamp_us, c.clock_bson,
-                    c.diff_bson, c.update, _encode_meta(c.metadata), c.request_id or None,
+                    self._head,
+                    c.node_id,
+                    c.version,
+                    c.actor,
+                    c.timestamp_us,
+                    c.clock_bson,
+                    c.diff_bson,
+                    c.update,
+                    _encode_meta(c.metadata),
+                    c.request_id or None,
                 ),
-            )  # fmt: skip
+            )
             c.seq = self._head
         conn.execute(
             "INSERT INTO documents VALUES (?,?) ON CONFLICT(node_id) DO UPDATE SET"

@@ -185,9 +185,12 @@ class WsConnection:
                 self._writer.cancel()
         log.info(
             "%s closed %s%s after %.1fs, %d frames in",
-            self.label, self.code or 1000, f" ({self.reason})" if self.reason else "",
-            time.monotonic() - self.started, self.frames_in,
-        )  # fmt: skip
+            self.label,
+            self.code or 1000,
+            f" ({self.reason})" if self.reason else "",
+            time.monotonic() - self.started,
+            self.frames_in,
+        )
 
 
 def text_frame_refusal() -> tuple[int, str]:

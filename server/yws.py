@@ -121,9 +121,14 @@ async def yjs_endpoint(ws: WebSocket, service: WebSockets) -> None:
 
 
 async def _read(
-    ws: WebSocket, conn: WsConnection, service: WebSockets, room: Any, member: Member,
-    who: Any, node_id: bytes,
-) -> None:  # fmt: skip
+    ws: WebSocket,
+    conn: WsConnection,
+    service: WebSockets,
+    room: Any,
+    member: Member,
+    who: Any,
+    node_id: bytes,
+) -> None:
     host = room.host
     pending: collections.deque[Any] = collections.deque()
 

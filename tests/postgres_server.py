@@ -60,9 +60,16 @@ class PostgresServer:
             shutil.chown(self.root, "postgres", "postgres")
             self.root.chmod(0o700)
         self._run(
-            "initdb", "-D", str(self.data), "-U", "vd", "--auth=trust", "-E", "UTF8",
+            "initdb",
+            "-D",
+            str(self.data),
+            "-U",
+            "vd",
+            "--auth=trust",
+            "-E",
+            "UTF8",
             "--no-instructions",
-        )  # fmt: skip
+        )
         with open(self.data / "postgresql.conf", "a") as conf:
             # Durable as in production (fsync, synchronous_commit on); small and local.
             conf.write(

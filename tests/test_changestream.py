@@ -61,8 +61,12 @@ def test_take_skips_what_a_snapshot_covers_and_what_the_caller_may_not_read_but_
         [Snapshot(b"p/ok/1", 3, {}, b"", seq=12), Snapshot(b"p/ok/2", 0, {}, b"", seq=0)],
         rewind=False,
     )
-    batch = [entry(b"p/ok/1", 3, 11), entry(b"p/ok/1", 4, 13), entry(b"p/no", 1, 14),
-             entry(b"p/ok/2", 1, 15)]  # fmt: skip
+    batch = [
+        entry(b"p/ok/1", 3, 11),
+        entry(b"p/ok/1", 4, 13),
+        entry(b"p/no", 1, 14),
+        entry(b"p/ok/2", 1, 15),
+    ]
     fresh = state.take(batch)
     assert [(e.change.node_id, e.change.version) for e in fresh] == [(b"p/ok/1", 4), (b"p/ok/2", 1)]
     assert state.pos == 15  # past the filtered-out entries too
@@ -191,8 +195,11 @@ def test_the_driver_yields_snapshot_catch_up_live_changes_heartbeats_then_ends_r
 
             expired = Caller(key="k", peer="t", expires_at=0.0)
             with pytest.raises(Unauthenticated):
-                await anext(ChangeStreams(cfg, store, documents, feed).open(
-                    StreamRequest(node_id=b"d"), expired))  # fmt: skip
+                await anext(
+                    ChangeStreams(cfg, store, documents, feed).open(
+                        StreamRequest(node_id=b"d"), expired
+                    )
+                )
         finally:
             await documents.close()
             await store.close()

@@ -27,8 +27,11 @@ _CODEC = CodecOptions(datetime_conversion=DatetimeConversion.DATETIME_MS)
 def test_vectors_are_what_the_engine_computes() -> None:
     result = subprocess.run(
         [sys.executable, "tests/conformance/generate.py", "--check"],
-        cwd=ROOT, capture_output=True, text=True, check=False,
-    )  # fmt: skip
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert result.returncode == 0, result.stderr
 
 
@@ -65,8 +68,13 @@ def test_extended_json_and_hex_agree(path: pathlib.Path) -> None:
 def test_vectors_cover_errors_and_every_bson_type() -> None:
     errors = json.loads((ROOT / "tests" / "conformance" / "errors.json").read_text())
     reasons = {s["error"]["reason"] for c in errors["cases"] for s in c["steps"] if "error" in s}
-    assert {"MALFORMED_BSON", "MALFORMED_DIFF", "BAD_PATH", "TYPE_MISMATCH",
-            "VERSION_MISMATCH"} <= reasons  # fmt: skip
+    assert {
+        "MALFORMED_BSON",
+        "MALFORMED_DIFF",
+        "BAD_PATH",
+        "TYPE_MISMATCH",
+        "VERSION_MISMATCH",
+    } <= reasons
     diffs = json.loads((ROOT / "tests" / "conformance" / "diffs.json").read_text())
     every = next(c for c in diffs["cases"] if c["name"] == "every_bson_type")
     snapshot = bson.decode(bytes.fromhex(every["steps"][0]["expect"]["snapshot_hex"]), _CODEC)

@@ -29,8 +29,17 @@ CORE = pathlib.Path(__file__).parent.parent / "server" / "core"
 # -- the rule ------------------------------------------------------------------------------------
 
 #: Modules the core must not import, directly or through the rest of the server package.
-FORBIDDEN = ("grpc", "google.protobuf", "virtualdom.v1", "starlette", "uvicorn", "websockets",
-             "socket", "sqlite3", "http")  # fmt: skip
+FORBIDDEN = (
+    "grpc",
+    "google.protobuf",
+    "virtualdom.v1",
+    "starlette",
+    "uvicorn",
+    "websockets",
+    "socket",
+    "sqlite3",
+    "http",
+)
 
 
 def _imports(path: pathlib.Path) -> set[str]:
@@ -235,7 +244,11 @@ def test_a_change_is_encoded_once_per_codec_and_skips_its_author() -> None:
         await asyncio.sleep(0)
         assert feed.started_at == [41]  # from the document's last committed change
         assert [drain(m.outbox) for m in members] == [
-            [], [b"y:42"], [b"y:42"], [b"h:42"], [b"h:42"]
+            [],
+            [b"y:42"],
+            [b"y:42"],
+            [b"h:42"],
+            [b"h:42"],
         ]
         assert (ya.encoded, yb.encoded) == (1, 1)
         for m in members:

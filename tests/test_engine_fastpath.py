@@ -126,9 +126,12 @@ def test_fast_and_general_paths_agree(rebuilds: str) -> None:
     n = 3
     for _ in range(400):
         if rng.random() < 0.6 or n == 0:
-            op = {"op": "splice", "path": "t", "index": rng.randrange(n + 1), "insert": "ab"[
-                rng.randrange(2)
-            ]}  # fmt: skip
+            op = {
+                "op": "splice",
+                "path": "t",
+                "index": rng.randrange(n + 1),
+                "insert": "ab"[rng.randrange(2)],
+            }
             n += 1
         else:
             i = rng.randrange(n)
@@ -139,8 +142,11 @@ def test_fast_and_general_paths_agree(rebuilds: str) -> None:
         cs = slow.apply_diff(bson.encode({"ops": [op, noop]}))
         assert cf is not None and cs is not None
         assert (cf.version, cf.clock, cf.diff, cf.update) == (
-            cs.version, cs.clock, cs.diff, cs.update
-        )  # fmt: skip
+            cs.version,
+            cs.clock,
+            cs.diff,
+            cs.update,
+        )
     assert fast.snapshot() == slow.snapshot()
     assert fast.encode_state() == slow.encode_state()
     assert fast._live is not None  # the fast path was taken
@@ -406,8 +412,12 @@ def test_yjs_applies_ticks_and_markers() -> None:
     proc = subprocess.run(
         ["node", "--input-type=module", "-e", YJS_APPLY],
         input=json.dumps({"in order": updates, "shuffled": shuffled}),
-        capture_output=True, text=True, timeout=60, cwd=JS_DIR, check=False,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=JS_DIR,
+        check=False,
+    )
     assert proc.returncode == 0, proc.stderr
     state = {str(c): n for c, n in yupdate.decode_state_vector(r.state_vector()).items()}
     for result in json.loads(proc.stdout).values():

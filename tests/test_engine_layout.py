@@ -14,8 +14,10 @@ ENGINE = ROOT / "engine"
 
 #: What reaches below pycrdt's public API: the Rust Doc and transactions, integrated Rust
 #: objects, the attributes a prelim is built from.
-PRIVATE = re.compile(r"\._doc\._doc\b|\._txn\b|\.integrated\b|\._prelim\b|\._integrated\b|"
-                     r"create_transaction|\._type_name\b")  # fmt: skip
+PRIVATE = re.compile(
+    r"\._doc\._doc\b|\._txn\b|\.integrated\b|\._prelim\b|\._integrated\b|"
+    r"create_transaction|\._type_name\b"
+)
 
 
 def modules() -> list[str]:

@@ -115,8 +115,12 @@ def test_the_wheel_holds_the_virtualdom_packages_only_and_the_license(dist: Path
         assert f"virtualdom/{typed}py.typed" in names
     assert "virtualdom/v1/gateway_pb2.py" in names
     # The editor page and the OpenAPI document: an installed gateway serves them without Node.
-    for data in ("static/index.html", "static/assets/editor.js", "static/assets/editor.css",
-                 "openapi.json"):  # fmt: skip
+    for data in (
+        "static/index.html",
+        "static/assets/editor.js",
+        "static/assets/editor.css",
+        "openapi.json",
+    ):
         assert f"virtualdom/server/http/{data}" in names
     assert any(n.endswith(".dist-info/licenses/LICENSE") for n in names)
     assert "License-Expression: Apache-2.0" in meta
@@ -240,13 +244,23 @@ def test_the_shipped_tests_run_from_the_unpacked_sdist(dist: Path, tmp_path: Pat
         "test_unknown_node_is_not_found",
     ]
     ran = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests", "benchmarks",
-         "-k", " or ".join(quick)],
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "tests",
+            "benchmarks",
+            "-k",
+            " or ".join(quick),
+        ],
         cwd=tree,
         capture_output=True,
         text=True,
         timeout=300,
         check=False,
-    )  # fmt: skip
+    )
     assert ran.returncode == 0, ran.stdout[-3000:] + ran.stderr[-3000:]
     assert re.search(rf"\b{len(quick)} passed, \d+ deselected", ran.stdout), ran.stdout[-3000:]

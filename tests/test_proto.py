@@ -35,8 +35,10 @@ def proto_at(commit: str, dest: pathlib.Path) -> pathlib.Path:
     buf.yaml (the seed had none; the module layout is the same)."""
     archive = subprocess.run(
         ["git", "archive", commit, "proto/virtualdom"],
-        cwd=ROOT, capture_output=True, check=True,
-    ).stdout  # fmt: skip
+        cwd=ROOT,
+        capture_output=True,
+        check=True,
+    ).stdout
     dest.mkdir(parents=True)
     subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True)
     shutil.copy(PROTO / "buf.yaml", dest / "proto" / "buf.yaml")
@@ -67,8 +69,11 @@ def test_no_breaking_change_since_the_seed_and_the_previous_commit(tmp_path: pat
     baselines = {"seed": seed[-1]}
     previous = subprocess.run(
         ["git", "rev-parse", "--verify", "--quiet", "HEAD~1"],
-        cwd=ROOT, capture_output=True, text=True, check=False,
-    ).stdout.strip()  # fmt: skip
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.strip()
     if previous:
         baselines["previous commit"] = previous
     for name, commit in baselines.items():

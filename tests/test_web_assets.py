@@ -48,8 +48,13 @@ def test_rebuild_gives_the_same_bytes(tmp_path: pathlib.Path) -> None:
             pytest.fail("web/node_modules is missing: scripts/test.sh runs npm ci in web/")
         pytest.skip("web/node_modules is missing (npm ci in web/)")
     out = tmp_path / "static"
-    subprocess.run(["node", "build.mjs", str(out)], cwd=ROOT / "web", check=True,
-                   capture_output=True, timeout=120)  # fmt: skip
+    subprocess.run(
+        ["node", "build.mjs", str(out)],
+        cwd=ROOT / "web",
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
     built = sorted(p.relative_to(out) for p in out.rglob("*") if p.is_file())
     committed = sorted(p.relative_to(STATIC) for p in STATIC.rglob("*") if p.is_file())
     assert built == committed

@@ -49,8 +49,9 @@ def main() -> int:
             out["rows"].append(d)  # type: ignore[attr-defined]
             ratio = f"{d['ratio']:.2f}x" if d["ratio"] is not None else "-"
             base = f"baseline {row.baseline_name}: {row.baseline}"
-            print(f"  {row.section} | {row.name}: {row.ours} {row.unit} ({base}) {ratio}",
-                  flush=True)  # fmt: skip
+            print(
+                f"  {row.section} | {row.name}: {row.ours} {row.unit} ({base}) {ratio}", flush=True
+            )
         print(f"== {name}: {elapsed:.1f} s", flush=True)
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(out, indent=1))

@@ -108,9 +108,19 @@ def main() -> None:
     for i in range(args.passes):
         for kind in ("uvicorn", "hypercorn") if i % 2 == 0 else ("hypercorn", "uvicorn"):
             proc = subprocess.Popen(
-                ["taskset", "-c", "0", sys.executable, "-m", "benchmarks.load.asgi_ws",
-                 "--serve", kind], stdout=subprocess.PIPE, text=True,
-            )  # fmt: skip
+                [
+                    "taskset",
+                    "-c",
+                    "0",
+                    sys.executable,
+                    "-m",
+                    "benchmarks.load.asgi_ws",
+                    "--serve",
+                    kind,
+                ],
+                stdout=subprocess.PIPE,
+                text=True,
+            )
             try:
                 assert proc.stdout is not None
                 port = int(proc.stdout.readline().split()[1])
@@ -129,8 +139,17 @@ def main() -> None:
                 proc.wait()
             us = cpu / args.messages * 1e6
             results[kind].append(us)
-            print(json.dumps({"server": kind, "pass": i, "server_cpu_us_per_msg": round(us, 1),
-                              "msgs_per_s": round(args.messages / wall)}), flush=True)  # fmt: skip
+            print(
+                json.dumps(
+                    {
+                        "server": kind,
+                        "pass": i,
+                        "server_cpu_us_per_msg": round(us, 1),
+                        "msgs_per_s": round(args.messages / wall),
+                    }
+                ),
+                flush=True,
+            )
     summary = {k: round(sorted(v)[len(v) // 2], 1) for k, v in results.items()}
     print(json.dumps({"median_server_cpu_us_per_msg": summary}))
 

@@ -145,7 +145,7 @@ class ServerProcess:
         self._logf = log
         self.proc = subprocess.Popen(
             cmd, cwd=self.workdir, stdout=subprocess.PIPE, stderr=log, text=True, env=env
-        )  # fmt: skip
+        )
         # Pinned from here rather than in a preexec_fn (unsafe with threads): the child is
         # still starting its interpreter, and the threads it starts later inherit the mask.
         os.sched_setaffinity(self.proc.pid, self.affinity)

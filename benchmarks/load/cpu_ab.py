@@ -60,9 +60,11 @@ def workloads() -> list[tuple[str, str, list[pb.WriteDiffRequest] | list[pb.Read
     one = write_messages([b"hot"])
     many = write_messages([f"doc/{i}".encode() for i in range(64)])
     reads = [pb.ReadSnapshotRequest(node_id=b"hot")]
-    return [("WriteDiff, 1 document", "WriteDiff", one),
-            ("WriteDiff, 64 documents", "WriteDiff", many),
-            ("ReadSnapshot", "ReadSnapshot", reads)]  # fmt: skip
+    return [
+        ("WriteDiff, 1 document", "WriteDiff", one),
+        ("WriteDiff, 64 documents", "WriteDiff", many),
+        ("ReadSnapshot", "ReadSnapshot", reads),
+    ]
 
 
 def main() -> int:
@@ -75,8 +77,10 @@ def main() -> int:
     pin_client()
     with tempfile.TemporaryDirectory(prefix="vdom-cpu-ab-") as tmp:
         before = Path(tmp) / "before"
-        subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", "-q",
-                        str(before), args.before], check=True)  # fmt: skip
+        subprocess.run(
+            ["git", "-C", str(ROOT), "worktree", "add", "--detach", "-q", str(before), args.before],
+            check=True,
+        )
         try:
             sides: list[tuple[str, ServerProcess]] = []
             results: dict[tuple[str, str], list[float]] = {}
@@ -89,24 +93,30 @@ def main() -> int:
                 for side, server in sides:
                     with server:
                         # Warm-up; it also creates the document the reads read.
-                        run_ghz(server.target, "WriteDiff", workloads()[0][2], concurrency=16,
-                                total=300)  # fmt: skip
+                        run_ghz(
+                            server.target, "WriteDiff", workloads()[0][2], concurrency=16, total=300
+                        )
                         for name, method, msgs in workloads():
                             cpu0 = server.cpu_seconds()
-                            r = run_ghz(server.target, method, msgs, concurrency=16,
-                                        total=args.calls)  # fmt: skip
+                            r = run_ghz(
+                                server.target, method, msgs, concurrency=16, total=args.calls
+                            )
                             us = (server.cpu_seconds() - cpu0) / r.count * 1e6
                             results.setdefault((name, side), []).append(us)
-                            print(f"{name:24s} {side:14s} {us:7.0f} µs CPU/call "
-                                  f"{r.rps:7.0f} calls/s", flush=True)  # fmt: skip
+                            print(
+                                f"{name:24s} {side:14s} {us:7.0f} µs CPU/call {r.rps:7.0f} calls/s",
+                                flush=True,
+                            )
             print(f"\nmedians of {args.rounds} rounds (server CPU per call):")
             for name, _, _ in workloads():
-                row = [f"{side} {statistics.median(results[(name, side)]):.0f} µs"
-                       for side, _ in sides]  # fmt: skip
+                row = [
+                    f"{side} {statistics.median(results[(name, side)]):.0f} µs" for side, _ in sides
+                ]
                 print(f"  {name}: " + ", ".join(row))
         finally:
-            subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force",
-                            str(before)], check=False)  # fmt: skip
+            subprocess.run(
+                ["git", "-C", str(ROOT), "worktree", "remove", "--force", str(before)], check=False
+            )
     return 0
 
 

@@ -37,27 +37,36 @@ class Echo(pbg.MemoryGatewayServicer):
         log = self.docs[node_id]
         log.append(diff)
         version = len(log)
-        change = pb.Change(node_id=node_id, version=version, diff_bson=diff, actor=actor,
-                           vector_clock=pb.VectorClock(counters={"echo": version}),
-                           timestamp_us=time.time_ns() // 1000,
-                           resume_token=version.to_bytes(8, "big"))  # fmt: skip
+        change = pb.Change(
+            node_id=node_id,
+            version=version,
+            diff_bson=diff,
+            actor=actor,
+            vector_clock=pb.VectorClock(counters={"echo": version}),
+            timestamp_us=time.time_ns() // 1000,
+            resume_token=version.to_bytes(8, "big"),
+        )
         for q in self.subscribers.get(node_id, ()):
             q.put_nowait(change)
         return change
 
     async def WriteDiff(self, request: pb.WriteDiffRequest, context: Any) -> pb.WriteDiffResponse:
         change = self._append(request.node_id, request.diff_bson, request.actor)
-        return pb.WriteDiffResponse(success=True, new_version=change.version,
-                                    vector_clock=change.vector_clock,
-                                    effective_diff_bson=request.diff_bson)  # fmt: skip
+        return pb.WriteDiffResponse(
+            success=True,
+            new_version=change.version,
+            vector_clock=change.vector_clock,
+            effective_diff_bson=request.diff_bson,
+        )
 
     async def ReadSnapshot(
         self, request: pb.ReadSnapshotRequest, context: Any
     ) -> pb.ReadSnapshotResponse:
         log = self.docs.get(request.node_id, [])
         clock = pb.VectorClock(counters={"echo": len(log)})
-        return pb.ReadSnapshotResponse(snapshot_bson=log[-1] if log else EMPTY_BSON,
-                                       version=len(log), vector_clock=clock)  # fmt: skip
+        return pb.ReadSnapshotResponse(
+            snapshot_bson=log[-1] if log else EMPTY_BSON, version=len(log), vector_clock=clock
+        )
 
     async def SubscribeChanges(
         self, request: pb.SubscribeRequest, context: Any
@@ -68,14 +77,27 @@ class Echo(pbg.MemoryGatewayServicer):
         try:
             log = self.docs.get(node_id, [])
             if request.send_snapshot:
-                yield pb.ChangeEvent(snapshots=[pb.SnapshotEvent(
-                    node_id=node_id, version=len(log),
-                    snapshot_bson=log[-1] if log else EMPTY_BSON)])  # fmt: skip
+                yield pb.ChangeEvent(
+                    snapshots=[
+                        pb.SnapshotEvent(
+                            node_id=node_id,
+                            version=len(log),
+                            snapshot_bson=log[-1] if log else EMPTY_BSON,
+                        )
+                    ]
+                )
             else:
                 for version in range(request.from_version, len(log)):
-                    yield pb.ChangeEvent(changes=[pb.Change(
-                        node_id=node_id, version=version + 1, diff_bson=log[version],
-                        vector_clock=pb.VectorClock(counters={"echo": version + 1}))])  # fmt: skip
+                    yield pb.ChangeEvent(
+                        changes=[
+                            pb.Change(
+                                node_id=node_id,
+                                version=version + 1,
+                                diff_bson=log[version],
+                                vector_clock=pb.VectorClock(counters={"echo": version + 1}),
+                            )
+                        ]
+                    )
             while True:
                 yield pb.ChangeEvent(changes=[await queue.get()])
         finally:
@@ -101,17 +123,27 @@ class Echo(pbg.MemoryGatewayServicer):
                     joined.add(node_id)
                     self.subscribers[node_id].add(me)
                     log = self.docs.get(node_id, [])
-                    outbox.put_nowait(pb.SessionUpdate(joined=pb.Joined(
-                        seq=msg.seq, node_id=node_id, version=len(log))))  # fmt: skip
+                    outbox.put_nowait(
+                        pb.SessionUpdate(
+                            joined=pb.Joined(seq=msg.seq, node_id=node_id, version=len(log))
+                        )
+                    )
                 elif kind == "diff":
                     # Not to the sender itself: leave the own queue out while appending.
                     node_id = msg.diff.node_id
                     self.subscribers[node_id].discard(me)
                     change = self._append(node_id, msg.diff.diff_bson, "")
                     self.subscribers[node_id].add(me)
-                    outbox.put_nowait(pb.SessionUpdate(ack=pb.Ack(
-                        seq=msg.seq, node_id=node_id, version=change.version,
-                        vector_clock=change.vector_clock)))  # fmt: skip
+                    outbox.put_nowait(
+                        pb.SessionUpdate(
+                            ack=pb.Ack(
+                                seq=msg.seq,
+                                node_id=node_id,
+                                version=change.version,
+                                vector_clock=change.vector_clock,
+                            )
+                        )
+                    )
             for node_id in joined:
                 self.subscribers[node_id].discard(me)
             outbox.put_nowait(None)
@@ -127,11 +159,13 @@ class Echo(pbg.MemoryGatewayServicer):
 
 
 async def main(args: argparse.Namespace) -> None:
-    server = grpc.aio.server(options=[
-        ("grpc.max_receive_message_length", 128 * 1024 * 1024),
-        ("grpc.max_send_message_length", 128 * 1024 * 1024),
-        ("grpc.so_reuseport", 1 if args.reuseport else 0),
-    ])  # fmt: skip
+    server = grpc.aio.server(
+        options=[
+            ("grpc.max_receive_message_length", 128 * 1024 * 1024),
+            ("grpc.max_send_message_length", 128 * 1024 * 1024),
+            ("grpc.so_reuseport", 1 if args.reuseport else 0),
+        ]
+    )
     pbg.add_MemoryGatewayServicer_to_server(Echo(), server)
     port = server.add_insecure_port(f"127.0.0.1:{args.port}")
     await server.start()

@@ -18,9 +18,14 @@ from virtualdom.server.observability import configure_logging
 
 async def main(args: argparse.Namespace) -> None:
     http = "127.0.0.1:0" if args.http_port else ""
-    config = GatewayConfig(address="127.0.0.1:0", data_dir=args.data_dir, http_address=http,
-                           store=args.store,
-                           access_log=not args.no_access_log, event_loop=args.loop)  # fmt: skip
+    config = GatewayConfig(
+        address="127.0.0.1:0",
+        data_dir=args.data_dir,
+        http_address=http,
+        store=args.store,
+        access_log=not args.no_access_log,
+        event_loop=args.loop,
+    )
     # As `virtualdom serve` does: INFO level, so the access log is written (to stderr, which
     # the harness sends to a file).
     configure_logging(config.log_level, config.log_format)

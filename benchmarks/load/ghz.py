@@ -96,15 +96,34 @@ def run_ghz(
         data_file = Path(tmp) / "data.json"
         data_file.write_text(json.dumps(data))
         cmd = [
-            ghz_path(), "--insecure", "--call", f"{SERVICE}.{method}",
-            "--proto", str(PROTO), "--import-paths", str(PROTO.parents[2]),
-            "--data-file", str(data_file),
+            ghz_path(),
+            "--insecure",
+            "--call",
+            f"{SERVICE}.{method}",
+            "--proto",
+            str(PROTO),
+            "--import-paths",
+            str(PROTO.parents[2]),
+            "--data-file",
+            str(data_file),
             # Requests are the literal messages: no per-call template rendering in the client.
-            "--disable-template-functions", "--disable-template-data",
-            "--concurrency", str(concurrency), "--connections", str(connections),
-            "--cpus", str(cpus), "--timeout", f"{timeout_s:g}s", "--format", "json",
-            "--max-recv-message-size", "128MiB", "--max-send-message-size", "128MiB",
-        ]  # fmt: skip
+            "--disable-template-functions",
+            "--disable-template-data",
+            "--concurrency",
+            str(concurrency),
+            "--connections",
+            str(connections),
+            "--cpus",
+            str(cpus),
+            "--timeout",
+            f"{timeout_s:g}s",
+            "--format",
+            "json",
+            "--max-recv-message-size",
+            "128MiB",
+            "--max-send-message-size",
+            "128MiB",
+        ]
         if total is not None:
             cmd += ["--total", str(total)]
         else:

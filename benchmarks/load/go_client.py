@@ -118,19 +118,22 @@ def unary_pair(
         r = run_go(exe, gw.target, *go_args, "--duration", f"{plan.seconds}s")
         go.add(r["rate"], r["calls"], gw.cpu_seconds() - before, r["p50_ms"], r["p99_ms"])
         before = gw.cpu_seconds()
-        g = run_ghz(gw.target, method, messages, concurrency=CONCURRENCY,
-                    duration_s=plan.seconds)  # fmt: skip
+        g = run_ghz(gw.target, method, messages, concurrency=CONCURRENCY, duration_s=plan.seconds)
         ghz.add(g.rps, g.count, gw.cpu_seconds() - before, g.p50_s * 1e3, g.p99_s * 1e3)
     return go, ghz
 
 
 def unary_row(name: str, go: Side, ghz: Side, plan: Plan) -> Row:
     return Row(
-        SECTION, name, "calls/s", round(median(go.rates)),
-        baseline=round(median(ghz.rates)), baseline_name="ghz, same server, same run",
+        SECTION,
+        name,
+        "calls/s",
+        round(median(go.rates)),
+        baseline=round(median(ghz.rates)),
+        baseline_name="ghz, same server, same run",
         note=f"c={CONCURRENCY}, 1 connection; median of {plan.rounds} alternating rounds",
         extra={**go.extra(""), **ghz.extra("ghz_")},
-    )  # fmt: skip
+    )
 
 
 async def python_replay(target: str, node: bytes, events: int) -> float:
@@ -153,18 +156,23 @@ def subscriber_row(gw: ServerProcess, exe: Path, plan: Plan) -> Row:
     for k in range(plan.rounds):
         prefix = f"bench/go/r{k}"
         # vdom-load fills <prefix>/sub with `events` changes, then times its own replay.
-        r = run_go(exe, gw.target, "--call", "subscribe", "--events", str(plan.events),
-                   "--prefix", prefix)  # fmt: skip
+        r = run_go(
+            exe, gw.target, "--call", "subscribe", "--events", str(plan.events), "--prefix", prefix
+        )
         go_rates.append(r["rate"])
         common.pin_client()
-        py_rates.append(asyncio.run(python_replay(gw.target, f"{prefix}/sub".encode(),
-                                                  plan.events)))  # fmt: skip
+        py_rates.append(
+            asyncio.run(python_replay(gw.target, f"{prefix}/sub".encode(), plan.events))
+        )
     return Row(
-        SECTION, f"subscriber replaying {plan.events:,} changes", "events/s",
-        round(median(go_rates)), baseline=round(median(py_rates)),
+        SECTION,
+        f"subscriber replaying {plan.events:,} changes",
+        "events/s",
+        round(median(go_rates)),
+        baseline=round(median(py_rates)),
         baseline_name="Python grpc.aio subscriber, same stream",
         note=f"one stream from version 0; median of {plan.rounds} rounds",
-    )  # fmt: skip
+    )
 
 
 def run(quick: bool) -> list[Row]:
@@ -183,8 +191,14 @@ def run(quick: bool) -> list[Row]:
         node = b"bench/go/read"
         with stub(gw.target) as s:
             s.WriteDiff(pb.WriteDiffRequest(node_id=node, diff_bson=common.set_diff("f", "x")))
-        go, ghz = unary_pair(gw, exe, plan, "ReadSnapshot", [pb.ReadSnapshotRequest(node_id=node)],
-                             ["--call", "read", "--read-node", node.decode()])  # fmt: skip
+        go, ghz = unary_pair(
+            gw,
+            exe,
+            plan,
+            "ReadSnapshot",
+            [pb.ReadSnapshotRequest(node_id=node)],
+            ["--call", "read", "--read-node", node.decode()],
+        )
         rows.append(unary_row("ReadSnapshot, small document", go, ghz, plan))
         rows.append(subscriber_row(gw, exe, plan))
     return rows

@@ -93,25 +93,37 @@ def run(quick: bool) -> list[dict[str, Any]]:
         rest_write = json.dumps(inc).encode()
         transports: dict[str, dict[str, Callable[[], float]]] = {
             "ReadSnapshot": {
-                "gRPC (ghz)": lambda: run_ghz(target, "ReadSnapshot", [read],
-                                              concurrency=CONCURRENCY, total=n).rps,
-                "REST GET (h2load --h1)": lambda: h2load(f"{http}/v1/docs/{node}", total=n,
-                                                         body=None, headers=[]),
+                "gRPC (ghz)": lambda: (
+                    run_ghz(target, "ReadSnapshot", [read], concurrency=CONCURRENCY, total=n).rps
+                ),
+                "REST GET (h2load --h1)": lambda: h2load(
+                    f"{http}/v1/docs/{node}", total=n, body=None, headers=[]
+                ),
                 "Connect proto (h2load --h1)": lambda: h2load(
-                    f"{http}/virtualdom.v1.MemoryGateway/ReadSnapshot", total=n,
-                    body=read.SerializeToString(), headers=["content-type: application/proto"]),
+                    f"{http}/virtualdom.v1.MemoryGateway/ReadSnapshot",
+                    total=n,
+                    body=read.SerializeToString(),
+                    headers=["content-type: application/proto"],
+                ),
             },
             "WriteDiff": {
-                "gRPC (ghz)": lambda: run_ghz(target, "WriteDiff", [diff],
-                                              concurrency=CONCURRENCY, total=n).rps,
+                "gRPC (ghz)": lambda: (
+                    run_ghz(target, "WriteDiff", [diff], concurrency=CONCURRENCY, total=n).rps
+                ),
                 "REST POST JSON (h2load --h1)": lambda: h2load(
-                    f"{http}/v1/docs/{node}", total=n, body=rest_write,
-                    headers=["content-type: application/json"]),
+                    f"{http}/v1/docs/{node}",
+                    total=n,
+                    body=rest_write,
+                    headers=["content-type: application/json"],
+                ),
                 "Connect proto (h2load --h1)": lambda: h2load(
-                    f"{http}/virtualdom.v1.MemoryGateway/WriteDiff", total=n,
-                    body=diff.SerializeToString(), headers=["content-type: application/proto"]),
+                    f"{http}/virtualdom.v1.MemoryGateway/WriteDiff",
+                    total=n,
+                    body=diff.SerializeToString(),
+                    headers=["content-type: application/proto"],
+                ),
             },
-        }  # fmt: skip
+        }
         rows = []
         for method, ways in transports.items():
             got: dict[str, list[tuple[float, float]]] = {w: [] for w in ways}
@@ -119,11 +131,16 @@ def run(quick: bool) -> list[dict[str, Any]]:
                 for way, calls in ways.items():
                     got[way].append(measure(gw, calls, n))
             for way, runs in got.items():
-                rows.append({
-                    "method": method, "transport": way, "calls": n, "rounds": rounds,
-                    "calls_per_s": round(median([r for r, _ in runs]), 1),
-                    "server_cpu_us_per_call": round(median([c for _, c in runs]), 1),
-                })  # fmt: skip
+                rows.append(
+                    {
+                        "method": method,
+                        "transport": way,
+                        "calls": n,
+                        "rounds": rounds,
+                        "calls_per_s": round(median([r for r, _ in runs]), 1),
+                        "server_cpu_us_per_call": round(median([c for _, c in runs]), 1),
+                    }
+                )
         return rows
     finally:
         gw.stop()

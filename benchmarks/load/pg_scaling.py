@@ -72,8 +72,9 @@ def writes_per_s(procs: list[ServerProcess], shared: bool, seconds: float) -> fl
         prefix = "shared" if shared else f"g{i}"
         msgs = write_messages([f"{prefix}/{k}".encode() for k in range(64)])
         run_ghz(procs[i].target, "WriteDiff", msgs, concurrency=4, total=200)  # warm-up
-        return run_ghz(procs[i].target, "WriteDiff", msgs, concurrency=16, connections=2,
-                       duration_s=seconds).rps  # fmt: skip
+        return run_ghz(
+            procs[i].target, "WriteDiff", msgs, concurrency=16, connections=2, duration_s=seconds
+        ).rps
 
     with concurrent.futures.ThreadPoolExecutor(len(procs)) as pool:
         return sum(pool.map(load, range(len(procs))))
@@ -117,8 +118,12 @@ def main() -> None:
     rows: list[dict[str, Any]] = []
     server = PostgresServer()
     try:
-        setups: list[tuple[str, int]] = [("sqlite", 1), ("postgresql", 1), ("postgresql", 2),
-                                         ("postgresql", 4)]  # fmt: skip
+        setups: list[tuple[str, int]] = [
+            ("sqlite", 1),
+            ("postgresql", 1),
+            ("postgresql", 2),
+            ("postgresql", 4),
+        ]
         for kind, n in setups:
             for shared in (False, True) if n > 1 else (False,):
                 url = server.new_database() if kind == "postgresql" else ""
@@ -128,13 +133,18 @@ def main() -> None:
                     after = db_counters(url) if url else (0, 0)
                     p50 = asyncio.run(write_to_subscriber_p50(procs, 50 if args.quick else 200))
                 inserted = after[1] - before[1]
-                rows.append({
-                    "store": kind, "gateways": n, "documents": "shared" if shared else "disjoint",
-                    "writes_per_s": round(rate, 1),
-                    "write_to_subscriber_p50_ms": round(p50 * 1000, 2),
-                    "commits_per_change": round((after[0] - before[0]) / inserted, 3)
-                    if inserted else None,
-                })  # fmt: skip
+                rows.append(
+                    {
+                        "store": kind,
+                        "gateways": n,
+                        "documents": "shared" if shared else "disjoint",
+                        "writes_per_s": round(rate, 1),
+                        "write_to_subscriber_p50_ms": round(p50 * 1000, 2),
+                        "commits_per_change": round((after[0] - before[0]) / inserted, 3)
+                        if inserted
+                        else None,
+                    }
+                )
                 print(json.dumps(rows[-1]), flush=True)
     finally:
         server.close()

@@ -42,9 +42,15 @@ def echo_processes(n: int) -> Iterator[list[ServerProcess]]:
         )
         procs = [first]
         for _ in range(n - 1):
-            procs.append(stack.enter_context(ServerProcess(
-                "benchmarks.load.echo_server", ["--reuseport", "--port", str(first.port)],
-                affinity=ALL_CORES)))  # fmt: skip
+            procs.append(
+                stack.enter_context(
+                    ServerProcess(
+                        "benchmarks.load.echo_server",
+                        ["--reuseport", "--port", str(first.port)],
+                        affinity=ALL_CORES,
+                    )
+                )
+            )
         yield procs
 
 
@@ -65,8 +71,9 @@ def processes_row(quick: bool) -> Row:
                 run_ghz(
                     procs[0].target, "WriteDiff", msgs, concurrency=16, total=300, connections=4
                 )  # warm-up
-                res = run_ghz(procs[0].target, "WriteDiff", msgs, concurrency=64, total=calls,
-                              connections=8)  # fmt: skip
+                res = run_ghz(
+                    procs[0].target, "WriteDiff", msgs, concurrency=64, total=calls, connections=8
+                )
                 rps[n].append(res.rps)
     one, two = statistics.median(rps[1]), statistics.median(rps[2])
     return Row(
@@ -104,23 +111,25 @@ def loop_rows(quick: bool) -> list[Row]:
         uv, aio = res[(method, "uvloop")], res[(method, "asyncio")]
         cpu_uv = statistics.median(c for _, c in uv)
         cpu_aio = statistics.median(c for _, c in aio)
-        rows.append(Row(
-            section="Scaling",
-            name=f"Gateway {method} under uvloop vs asyncio (c=16, 64 documents): "
-            "server CPU per call",
-            unit="µs CPU/call",
-            ours=cpu_uv * 1e6,
-            baseline=cpu_aio * 1e6,
-            baseline_name="asyncio event loop",
-            goal="keep uvloop as the default only if it is cheaper",
-            met=cpu_uv < cpu_aio * 0.95,
-            extra={
-                "rps_uvloop": statistics.median(r.rps for r, _ in uv),
-                "rps_asyncio": statistics.median(r.rps for r, _ in aio),
-                "rounds": rounds,
-                "calls": calls,
-            },
-        ))  # fmt: skip
+        rows.append(
+            Row(
+                section="Scaling",
+                name=f"Gateway {method} under uvloop vs asyncio (c=16, 64 documents): "
+                "server CPU per call",
+                unit="µs CPU/call",
+                ours=cpu_uv * 1e6,
+                baseline=cpu_aio * 1e6,
+                baseline_name="asyncio event loop",
+                goal="keep uvloop as the default only if it is cheaper",
+                met=cpu_uv < cpu_aio * 0.95,
+                extra={
+                    "rps_uvloop": statistics.median(r.rps for r, _ in uv),
+                    "rps_asyncio": statistics.median(r.rps for r, _ in aio),
+                    "rounds": rounds,
+                    "calls": calls,
+                },
+            )
+        )
     return rows
 
 

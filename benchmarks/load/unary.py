@@ -100,14 +100,36 @@ class Plan:
     @classmethod
     def make(cls, quick: bool) -> Plan:
         if quick:
-            return cls(quick, latency_calls=150, warmup_calls=40, rounds=1, throughput_s=0.3,
-                       concurrencies=(1, 16, 64), four_connections=False,
-                       medium_bytes=1 * MB, medium_reps=2, large_bytes=2 * MB, large_reps=1,
-                       large_budget_s=0, large_timing_rows=False)  # fmt: skip
-        return cls(quick, latency_calls=3000, warmup_calls=300, rounds=3, throughput_s=1.5,
-                   concurrencies=(1, 16, 64), four_connections=True,
-                   medium_bytes=10 * MB, medium_reps=5, large_bytes=100 * MB, large_reps=3,
-                   large_budget_s=150, large_timing_rows=True)  # fmt: skip
+            return cls(
+                quick,
+                latency_calls=150,
+                warmup_calls=40,
+                rounds=1,
+                throughput_s=0.3,
+                concurrencies=(1, 16, 64),
+                four_connections=False,
+                medium_bytes=1 * MB,
+                medium_reps=2,
+                large_bytes=2 * MB,
+                large_reps=1,
+                large_budget_s=0,
+                large_timing_rows=False,
+            )
+        return cls(
+            quick,
+            latency_calls=3000,
+            warmup_calls=300,
+            rounds=3,
+            throughput_s=1.5,
+            concurrencies=(1, 16, 64),
+            four_connections=True,
+            medium_bytes=10 * MB,
+            medium_reps=5,
+            large_bytes=100 * MB,
+            large_reps=3,
+            large_budget_s=150,
+            large_timing_rows=True,
+        )
 
 
 # -- helpers --------------------------------------------------------------------------------------
@@ -117,8 +139,10 @@ class Plan:
 def stub(target: str) -> Iterator[Any]:
     """A blocking MemoryGatewayStub (generated without annotations, hence Any) on a channel of
     its own, admitting 100 MB documents."""
-    options = [("grpc.max_receive_message_length", MAX_MESSAGE),
-               ("grpc.max_send_message_length", MAX_MESSAGE)]  # fmt: skip
+    options = [
+        ("grpc.max_receive_message_length", MAX_MESSAGE),
+        ("grpc.max_send_message_length", MAX_MESSAGE),
+    ]
     with grpc.insecure_channel(target, options=options) as channel:
         grpc.channel_ready_future(channel).result(timeout=30)
         yield pbg.MemoryGatewayStub(channel)  # type: ignore[no-untyped-call]
@@ -134,8 +158,10 @@ def explained(*servers: ServerProcess) -> Iterator[None]:
         for s in servers:
             alive = s.proc is not None and s.proc.poll() is None
             text = s.log.read_text(errors="replace") if s.log.exists() else ""
-            logs.append(f"--- {s.module} (pid {s.pid}, {'running' if alive else 'exited'}) "
-                        f"log tail ---\n{text[-4000:]}")  # fmt: skip
+            logs.append(
+                f"--- {s.module} (pid {s.pid}, {'running' if alive else 'exited'}) "
+                f"log tail ---\n{text[-4000:]}"
+            )
         raise RuntimeError(f"{type(exc).__name__}: {exc}\n" + "\n".join(logs)) from exc
 
 
@@ -143,8 +169,10 @@ def write_messages(nodes: Sequence[bytes]) -> list[pb.WriteDiffRequest]:
     """CYCLE small writes, message k to node k mod len(nodes) setting f = k: successive writes
     to a node always set a new value, also across the wrap from the last message to the first."""
     assert CYCLE % len(nodes) == 0 and CYCLE // len(nodes) >= 2
-    return [pb.WriteDiffRequest(node_id=nodes[k % len(nodes)], diff_bson=set_diff("f", k))
-            for k in range(CYCLE)]  # fmt: skip
+    return [
+        pb.WriteDiffRequest(node_id=nodes[k % len(nodes)], diff_bson=set_diff("f", k))
+        for k in range(CYCLE)
+    ]
 
 
 def versions(target: str, nodes: Sequence[bytes]) -> int:
@@ -251,26 +279,53 @@ def small_rows(gw: ServerProcess, ec: ServerProcess, plan: Plan) -> list[Row]:
         return m
 
     # Latency: one client, one call at a time, a fixed number of calls.
-    lat = count(measure_pair(servers, "WriteDiff", write_messages(hot), plan, concurrency=1,
-                             total=plan.latency_calls))  # fmt: skip
+    lat = count(
+        measure_pair(
+            servers, "WriteDiff", write_messages(hot), plan, concurrency=1, total=plan.latency_calls
+        )
+    )
     ours, echo = lat["ours"].median_round, lat["echo"].median_round
     common_extra = {"calls": plan.latency_calls, "rounds": plan.rounds, "client": GHZ_NOTE}
-    rows.append(Row(
-        SECTION_UNARY, "Small WriteDiff latency p50 (1 client, c=1)", "ms", ms(ours.p50_s),
-        seed="0.5 ms", baseline=ms(echo.p50_s), baseline_name=ECHO,
-        note="one set of an int on one document per call, acknowledged after fsync",
-        extra={**common_extra, **rounded({
-            "mean_ms": ms(ours.average_s), "echo_mean_ms": ms(echo.average_s),
-            "p90_ms": ms(ours.latency[90]), "echo_p90_ms": ms(echo.latency[90]),
-            "server_cpu_us_per_call": lat["ours"].cpu_per_call * 1e6,
-            "echo_server_cpu_us_per_call": lat["echo"].cpu_per_call * 1e6})},
-    ))  # fmt: skip
-    rows.append(Row(
-        SECTION_UNARY, "Small WriteDiff latency p99 (1 client, c=1)", "ms", ms(ours.p99_s),
-        seed="0.5 ms (p50 only)", baseline=ms(echo.p99_s), baseline_name=ECHO,
-        extra={**common_extra, **rounded({"max_ms": ms(ours.slowest_s),
-                                           "echo_max_ms": ms(echo.slowest_s)})},
-    ))  # fmt: skip
+    rows.append(
+        Row(
+            SECTION_UNARY,
+            "Small WriteDiff latency p50 (1 client, c=1)",
+            "ms",
+            ms(ours.p50_s),
+            seed="0.5 ms",
+            baseline=ms(echo.p50_s),
+            baseline_name=ECHO,
+            note="one set of an int on one document per call, acknowledged after fsync",
+            extra={
+                **common_extra,
+                **rounded(
+                    {
+                        "mean_ms": ms(ours.average_s),
+                        "echo_mean_ms": ms(echo.average_s),
+                        "p90_ms": ms(ours.latency[90]),
+                        "echo_p90_ms": ms(echo.latency[90]),
+                        "server_cpu_us_per_call": lat["ours"].cpu_per_call * 1e6,
+                        "echo_server_cpu_us_per_call": lat["echo"].cpu_per_call * 1e6,
+                    }
+                ),
+            },
+        )
+    )
+    rows.append(
+        Row(
+            SECTION_UNARY,
+            "Small WriteDiff latency p99 (1 client, c=1)",
+            "ms",
+            ms(ours.p99_s),
+            seed="0.5 ms (p50 only)",
+            baseline=ms(echo.p99_s),
+            baseline_name=ECHO,
+            extra={
+                **common_extra,
+                **rounded({"max_ms": ms(ours.slowest_s), "echo_max_ms": ms(echo.slowest_s)}),
+            },
+        )
+    )
 
     # Throughput on one hot document at each concurrency; at the highest, also 64 documents
     # and (in extra) four connections.
@@ -279,10 +334,15 @@ def small_rows(gw: ServerProcess, ec: ServerProcess, plan: Plan) -> list[Row]:
         tp = count(measure_pair(servers, "WriteDiff", write_messages(hot), plan, concurrency=c))
         extra = throughput_extra(tp, plan)
         if c == top and plan.four_connections:
-            four = count(measure_pair(servers, "WriteDiff", write_messages(hot), plan,
-                                      concurrency=c, connections=4))  # fmt: skip
-            extra |= {"rps_4_connections": round(four["ours"].rps),
-                      "echo_rps_4_connections": round(four["echo"].rps)}  # fmt: skip
+            four = count(
+                measure_pair(
+                    servers, "WriteDiff", write_messages(hot), plan, concurrency=c, connections=4
+                )
+            )
+            extra |= {
+                "rps_4_connections": round(four["ours"].rps),
+                "echo_rps_4_connections": round(four["echo"].rps),
+            }
         name = f"WriteDiff throughput, c={c}, one hot document"
         rows.append(throughput_row(name, tp, c == top, 0.7, extra))
 
@@ -296,8 +356,9 @@ def small_rows(gw: ServerProcess, ec: ServerProcess, plan: Plan) -> list[Row]:
     for who, server in servers.items():
         got = versions(server.target, many)
         if got != spread[who].calls:
-            raise AssertionError(f"{who}: {MANY_DOCS} documents at {got} versions after "
-                                 f"{spread[who].calls} writes")  # fmt: skip
+            raise AssertionError(
+                f"{who}: {MANY_DOCS} documents at {got} versions after {spread[who].calls} writes"
+            )
     name = f"WriteDiff throughput, c={top}, {MANY_DOCS} documents"
     rows.append(throughput_row(name, spread, True, 0.7, throughput_extra(spread, plan)))
     return rows
@@ -305,15 +366,24 @@ def small_rows(gw: ServerProcess, ec: ServerProcess, plan: Plan) -> list[Row]:
 
 def throughput_extra(res: dict[str, Measured], plan: Plan) -> dict[str, Any]:
     ours, echo = res["ours"], res["echo"]
-    return {"rounds": plan.rounds, "round_s": plan.throughput_s, "client": GHZ_NOTE, **rounded({
-        "p50_ms": ms(ours.median_round.p50_s), "p99_ms": ms(ours.median_round.p99_s),
-        "echo_p50_ms": ms(echo.median_round.p50_s), "echo_p99_ms": ms(echo.median_round.p99_s),
-        # Server CPU per call: steadier than rates on a shared machine (echo's / ours is the
-        # rate ratio a saturated, unshared server core would give).
-        "server_cpu_us_per_call": ours.cpu_per_call * 1e6,
-        "echo_server_cpu_us_per_call": echo.cpu_per_call * 1e6,
-        "client_cpu_share": ours.client_share,
-    })}  # fmt: skip
+    return {
+        "rounds": plan.rounds,
+        "round_s": plan.throughput_s,
+        "client": GHZ_NOTE,
+        **rounded(
+            {
+                "p50_ms": ms(ours.median_round.p50_s),
+                "p99_ms": ms(ours.median_round.p99_s),
+                "echo_p50_ms": ms(echo.median_round.p50_s),
+                "echo_p99_ms": ms(echo.median_round.p99_s),
+                # Server CPU per call: steadier than rates on a shared machine (echo's / ours is the
+                # rate ratio a saturated, unshared server core would give).
+                "server_cpu_us_per_call": ours.cpu_per_call * 1e6,
+                "echo_server_cpu_us_per_call": echo.cpu_per_call * 1e6,
+                "client_cpu_share": ours.client_share,
+            }
+        ),
+    }
 
 
 def throughput_row(
@@ -359,10 +429,13 @@ def read_rows(gw: ServerProcess, ec: ServerProcess, plan: Plan) -> list[Row]:
         tp = measure_pair(servers, "ReadSnapshot", messages, plan, concurrency=c)
         extra = {**throughput_extra(tp, plan), "snapshot_bytes": len(snap)}
         if c == top and plan.four_connections:
-            four = measure_pair(servers, "ReadSnapshot", messages, plan, concurrency=c,
-                                connections=4)  # fmt: skip
-            extra |= {"rps_4_connections": round(four["ours"].rps),
-                      "echo_rps_4_connections": round(four["echo"].rps)}  # fmt: skip
+            four = measure_pair(
+                servers, "ReadSnapshot", messages, plan, concurrency=c, connections=4
+            )
+            extra |= {
+                "rps_4_connections": round(four["ours"].rps),
+                "echo_rps_4_connections": round(four["echo"].rps),
+            }
         name = f"ReadSnapshot throughput, c={c}, {len(snap):,} B document"
         rows.append(throughput_row(name, tp, c == top, 0.8, extra))
     return rows
@@ -402,8 +475,9 @@ def timed_read(s: Any, node: bytes, expect: bytes) -> float:
     r = s.ReadSnapshot(pb.ReadSnapshotRequest(node_id=node), timeout=900)
     elapsed = time.perf_counter() - started
     if r.snapshot_bson != expect:
-        raise AssertionError(f"read of {node!r}: {len(r.snapshot_bson)} bytes, "
-                             f"expected {len(expect)}")  # fmt: skip
+        raise AssertionError(
+            f"read of {node!r}: {len(r.snapshot_bson)} bytes, expected {len(expect)}"
+        )
     return elapsed
 
 
@@ -421,30 +495,56 @@ def medium_rows(gw: ServerProcess, ec: ServerProcess, plan: Plan) -> list[Row]:
         node = "bench/large/{}".format
         # The echo service stores and returns the bytes it is sent: it is sent the document
         # itself so that its read returns what the gateway's does.
-        w_ours, w_echo, w_disk, r_ours, r_echo = interleaved(plan.medium_reps, [
-            lambda i: timed_write(ours, node(i).encode(), diff),
-            lambda i: timed_write(echo, node(i).encode(), body),
-            lambda i: disk_write(data_disk, diff, i),
-            lambda i: timed_read(ours, node(i).encode(), body),
-            lambda i: timed_read(echo, node(i).encode(), body),
-        ])  # fmt: skip
+        w_ours, w_echo, w_disk, r_ours, r_echo = interleaved(
+            plan.medium_reps,
+            [
+                lambda i: timed_write(ours, node(i).encode(), diff),
+                lambda i: timed_write(echo, node(i).encode(), body),
+                lambda i: disk_write(data_disk, diff, i),
+                lambda i: timed_read(ours, node(i).encode(), body),
+                lambda i: timed_read(echo, node(i).encode(), body),
+            ],
+        )
     label = size_label(size)
     write_ms, echo_ms, disk_ms = ms(median(w_ours)), ms(median(w_echo)), ms(median(w_disk))
-    samples = {"reps": plan.medium_reps, "diff_bytes": len(diff), "document_bytes": len(body),
-               "samples_ms": [round(ms(x), 1) for x in w_ours]}  # fmt: skip
+    samples = {
+        "reps": plan.medium_reps,
+        "diff_bytes": len(diff),
+        "document_bytes": len(body),
+        "samples_ms": [round(ms(x), 1) for x in w_ours],
+    }
     return [
-        Row(SECTION_LARGE, f"{label} document write (acked = fsynced)", "ms", write_ms,
-            seed="50 ms (10 MB)", baseline=disk_ms, baseline_name=DISK, goal="≤ 1.5× disk",
+        Row(
+            SECTION_LARGE,
+            f"{label} document write (acked = fsynced)",
+            "ms",
+            write_ms,
+            seed="50 ms (10 MB)",
+            baseline=disk_ms,
+            baseline_name=DISK,
+            goal="≤ 1.5× disk",
             met=write_ms <= 1.5 * disk_ms,
             note=f"one replace into a new document; echo {echo_ms:.0f} ms "
-                 f"(ours {write_ms / echo_ms:.1f}× echo)",
-            extra={**samples, **rounded({"echo_ms": echo_ms,
-                                         "ratio_to_echo": write_ms / echo_ms}, 2)}),
-        Row(SECTION_LARGE, f"{label} document read (ReadSnapshot)", "ms", ms(median(r_ours)),
-            baseline=ms(median(r_echo)), baseline_name=ECHO,
-            extra={"reps": plan.medium_reps, "document_bytes": len(body),
-                   "samples_ms": [round(ms(x), 1) for x in r_ours]}),
-    ]  # fmt: skip
+            f"(ours {write_ms / echo_ms:.1f}× echo)",
+            extra={
+                **samples,
+                **rounded({"echo_ms": echo_ms, "ratio_to_echo": write_ms / echo_ms}, 2),
+            },
+        ),
+        Row(
+            SECTION_LARGE,
+            f"{label} document read (ReadSnapshot)",
+            "ms",
+            ms(median(r_ours)),
+            baseline=ms(median(r_echo)),
+            baseline_name=ECHO,
+            extra={
+                "reps": plan.medium_reps,
+                "document_bytes": len(body),
+                "samples_ms": [round(ms(x), 1) for x in r_ours],
+            },
+        ),
+    ]
 
 
 def large_round_trip(diff: bytes, body: bytes, rep: int) -> dict[str, Any]:
@@ -501,17 +601,31 @@ def large_rows(plan: Plan) -> list[Row]:
     peak, echo_peak = med("ours_peak"), med("echo_peak")
     assert peak is not None and echo_peak is not None
     failed = "; ".join(f"{step} failed ({err})" for step, err in errors.items())
-    rows = [Row(
-        SECTION_LARGE, f"{label} document round trip: server peak RSS / BSON size", "× size",
-        peak / n, baseline=echo_peak / n, baseline_name=ECHO, goal="≤ 4×", met=peak / n <= 4,
-        note=(f"fresh process; write then read; peak {peak / MB:,.0f} MB "
-              f"(echo {echo_peak / MB:,.0f} MB)"
-              + (f"; {failed}: the peak is a lower bound" if failed else "")),
-        extra={"reps": reps, "document_bytes": n,
-               "peak_mb": round(peak / MB), "echo_peak_mb": round(echo_peak / MB),
-               "rss_before_mb": round(runs[0]["ours_rss_before"] / MB),
-               "echo_rss_before_mb": round(runs[0]["echo_rss_before"] / MB)},
-    )]  # fmt: skip
+    rows = [
+        Row(
+            SECTION_LARGE,
+            f"{label} document round trip: server peak RSS / BSON size",
+            "× size",
+            peak / n,
+            baseline=echo_peak / n,
+            baseline_name=ECHO,
+            goal="≤ 4×",
+            met=peak / n <= 4,
+            note=(
+                f"fresh process; write then read; peak {peak / MB:,.0f} MB "
+                f"(echo {echo_peak / MB:,.0f} MB)"
+                + (f"; {failed}: the peak is a lower bound" if failed else "")
+            ),
+            extra={
+                "reps": reps,
+                "document_bytes": n,
+                "peak_mb": round(peak / MB),
+                "echo_peak_mb": round(echo_peak / MB),
+                "rss_before_mb": round(runs[0]["ours_rss_before"] / MB),
+                "echo_rss_before_mb": round(runs[0]["echo_rss_before"] / MB),
+            },
+        )
+    ]
     if plan.large_timing_rows:
         write, read = med("write"), med("read")
         echo_ms, disk_ms = ms(median([r["echo_write"] for r in runs])), ms(med("disk") or 0)
@@ -519,22 +633,44 @@ def large_rows(plan: Plan) -> list[Row]:
         rep_note = f"{reps} repetition{'s' if reps > 1 else ''}, a fresh server each"
         write_ms = ms(write) if write is not None else None
         rows[:0] = [
-            Row(SECTION_LARGE, f"{label} document write (acked = fsynced)", "ms", write_ms,
-                baseline=disk_ms, baseline_name=DISK,
-                note=(f"one replace into a new document, {rep_note}; echo {echo_ms:.0f} ms"
-                      + (f" (ours {write_ms / echo_ms:.1f}× echo)" if write_ms else "")
-                      + (f"; {errors['write']}" if "write" in errors else "")),
-                extra={"reps": reps, "diff_bytes": len(diff), "document_bytes": n,
-                       "samples_ms": [round(ms(r["write"])) for r in runs if "write" in r],
-                       **rounded({"echo_ms": echo_ms}, 2)}),
-            Row(SECTION_LARGE, f"{label} document read (ReadSnapshot)", "ms",
-                ms(read) if read is not None else None, baseline=echo_read_ms,
+            Row(
+                SECTION_LARGE,
+                f"{label} document write (acked = fsynced)",
+                "ms",
+                write_ms,
+                baseline=disk_ms,
+                baseline_name=DISK,
+                note=(
+                    f"one replace into a new document, {rep_note}; echo {echo_ms:.0f} ms"
+                    + (f" (ours {write_ms / echo_ms:.1f}× echo)" if write_ms else "")
+                    + (f"; {errors['write']}" if "write" in errors else "")
+                ),
+                extra={
+                    "reps": reps,
+                    "diff_bytes": len(diff),
+                    "document_bytes": n,
+                    "samples_ms": [round(ms(r["write"])) for r in runs if "write" in r],
+                    **rounded({"echo_ms": echo_ms}, 2),
+                },
+            ),
+            Row(
+                SECTION_LARGE,
+                f"{label} document read (ReadSnapshot)",
+                "ms",
+                ms(read) if read is not None else None,
+                baseline=echo_read_ms,
                 baseline_name=ECHO,
-                note=(f"right after the write, {rep_note}"
-                      + (f"; FAILED: {errors['read']}" if "read" in errors else "")),
-                extra={"reps": reps, "document_bytes": n,
-                       "samples_ms": [round(ms(r["read"])) for r in runs if "read" in r]}),
-        ]  # fmt: skip
+                note=(
+                    f"right after the write, {rep_note}"
+                    + (f"; FAILED: {errors['read']}" if "read" in errors else "")
+                ),
+                extra={
+                    "reps": reps,
+                    "document_bytes": n,
+                    "samples_ms": [round(ms(r["read"])) for r in runs if "read" in r],
+                },
+            ),
+        ]
     return rows
 
 

@@ -67,9 +67,13 @@ class Server:
         _, server_cores = common.cores()
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
         self.proc = subprocess.Popen(
-            self.cmd, cwd=self._tmp.name, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-            text=True, env=env,
-        )  # fmt: skip
+            self.cmd,
+            cwd=self._tmp.name,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+            env=env,
+        )
         os.sched_setaffinity(self.proc.pid, server_cores)
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline()
@@ -99,16 +103,25 @@ class Server:
 def servers() -> dict[str, Server]:
     py = sys.executable
     return {
-        "gateway": Server("gateway (y-websocket endpoint, fsync per commit)",
-                          [py, "-m", "benchmarks.load.gateway_proc", "--no-access-log",
-                           "--http-port"], "/yjs/", False, False),
+        "gateway": Server(
+            "gateway (y-websocket endpoint, fsync per commit)",
+            [py, "-m", "benchmarks.load.gateway_proc", "--no-access-log", "--http-port"],
+            "/yjs/",
+            False,
+            False,
+        ),
         # Hocuspocus sends each update to every connection of the document, its sender's too.
-        "hocuspocus": Server("Hocuspocus 3.4.4 (memory)", ["node", str(HOCUSPOCUS)], "/",
-                             True, True),
-        "pycrdt-websocket": Server("pycrdt-websocket 0.16.5",
-                                   [py, "-m", "benchmarks.load.peer_websocket"], "/", False,
-                                   True),
-    }  # fmt: skip
+        "hocuspocus": Server(
+            "Hocuspocus 3.4.4 (memory)", ["node", str(HOCUSPOCUS)], "/", True, True
+        ),
+        "pycrdt-websocket": Server(
+            "pycrdt-websocket 0.16.5",
+            [py, "-m", "benchmarks.load.peer_websocket"],
+            "/",
+            False,
+            True,
+        ),
+    }
 
 
 class Editor:
@@ -169,8 +182,13 @@ class Client:
 
     @classmethod
     async def open(cls, server: Server, room: str, editor: Editor | None = None) -> Client:
-        ws = await connect(server.url(room), max_size=None, open_timeout=TIMEOUT,
-                           ping_interval=None, compression=None)  # fmt: skip
+        ws = await connect(
+            server.url(room),
+            max_size=None,
+            open_timeout=TIMEOUT,
+            ping_interval=None,
+            compression=None,
+        )
         c = cls(ws, room, server.hocuspocus, editor)
         if c.hp:
             await ws.send(var_string(room) + bytes((ywire.AUTH, 0)) + var_string(""))
@@ -210,6 +228,7 @@ class Client:
 
     async def seen(self, n: int) -> None:
         """Until this client has received ``n`` updates."""
+
         async def wait() -> None:
             while self.updates < n:
                 self._changed.clear()
@@ -257,9 +276,14 @@ async def two_members(server: Server, edits: list[tuple[int, int, str]], block: 
     ok = str(ea.root["text"]) == str(eb.root["text"])
     await asyncio.gather(a.close(), b.close())
     n = len(edits)
-    return {"row": "two members, trace edits", "server": server.name, "edits": n,
-            "server_cpu_us_per_edit": round(m["cpu"] / n * 1e6, 1),
-            "edits_per_s": round(n / m["wall"]), "converged": ok}  # fmt: skip
+    return {
+        "row": "two members, trace edits",
+        "server": server.name,
+        "edits": n,
+        "server_cpu_us_per_edit": round(m["cpu"] / n * 1e6, 1),
+        "edits_per_s": round(n / m["wall"]),
+        "converged": ok,
+    }
 
 
 async def fan_out(server: Server, members: int, rounds: int) -> list[Any]:
@@ -287,12 +311,18 @@ async def fan_out(server: Server, members: int, rounds: int) -> list[Any]:
     await asyncio.gather(writer.close(), *(c.close() for c in receivers))
     samples.sort()
     return [
-        {"row": f"one edit to {members} members", "server": server.name,
-         "server_cpu_ms_per_edit": round(m["cpu"] / (rounds + 1) * 1e3, 1),
-         "p50_ms_until_last": round(samples[len(samples) // 2] * 1e3, 1)},
-        {"row": f"connecting {members} members to one document", "server": server.name,
-         "seconds": round(connect_s, 2)},
-    ]  # fmt: skip
+        {
+            "row": f"one edit to {members} members",
+            "server": server.name,
+            "server_cpu_ms_per_edit": round(m["cpu"] / (rounds + 1) * 1e3, 1),
+            "p50_ms_until_last": round(samples[len(samples) // 2] * 1e3, 1),
+        },
+        {
+            "row": f"connecting {members} members to one document",
+            "server": server.name,
+            "seconds": round(connect_s, 2),
+        },
+    ]
 
 
 async def idle(server: Server, n: int, docs: int) -> Any:
@@ -307,8 +337,11 @@ async def idle(server: Server, n: int, docs: int) -> Any:
     await asyncio.sleep(1.0)  # let the server settle before reading its RSS
     rss1 = common.rss_bytes(server.pid)[0]
     await asyncio.gather(*(c.close() for c in clients))
-    return {"row": f"RSS per idle connection ({n} on {docs} documents)", "server": server.name,
-            "kib_per_connection": round((rss1 - rss0) / n / 1024, 1)}  # fmt: skip
+    return {
+        "row": f"RSS per idle connection ({n} on {docs} documents)",
+        "server": server.name,
+        "kib_per_connection": round((rss1 - rss0) / n / 1024, 1),
+    }
 
 
 async def loaded(server: Server, docs: int) -> Any:
@@ -329,8 +362,11 @@ async def loaded(server: Server, docs: int) -> Any:
     rss2 = common.rss_bytes(server.pid)[0]
     await asyncio.gather(*(c.close() for c in clients))
     per = ((rss2 - rss1) - (rss1 - rss0)) / docs / 1024
-    return {"row": f"RSS per loaded 2 KB document ({docs} documents)", "server": server.name,
-            "kib_per_document": round(per, 1)}  # fmt: skip
+    return {
+        "row": f"RSS per loaded 2 KB document ({docs} documents)",
+        "server": server.name,
+        "kib_per_document": round(per, 1),
+    }
 
 
 async def measure(args: argparse.Namespace, emit: bool = True) -> list[dict[str, Any]]:
@@ -356,9 +392,17 @@ async def measure(args: argparse.Namespace, emit: bool = True) -> list[dict[str,
 
             with common.gateway("--no-access-log") as gw:
                 row = await session_grpc(gw.target, gw.pid, edits, Plan.of(False), None)
-            keep([{"row": "two members, trace edits", "key": key,
-                   "server": "gateway (gRPC CollaborativeSession)",
-                   "server_cpu_us_per_edit": row["server_cpu_us_per_op"], **row}])  # fmt: skip
+            keep(
+                [
+                    {
+                        "row": "two members, trace edits",
+                        "key": key,
+                        "server": "gateway (gRPC CollaborativeSession)",
+                        "server_cpu_us_per_edit": row["server_cpu_us_per_op"],
+                        **row,
+                    }
+                ]
+            )
             continue
         rows: list[dict[str, Any]] = []
         with servers()[key] as server:
@@ -387,8 +431,10 @@ _FIGURES = (
 )
 #: The issue's bar per peer: ahead of pycrdt-websocket on every row, within 2x of Hocuspocus
 #: on CPU per edit and fan-out (lower is better for every figure here).
-_BAR = {"pycrdt-websocket": ("ahead of pycrdt-websocket", 1.0),
-        "hocuspocus": ("within 2x of Hocuspocus", 2.0)}  # fmt: skip
+_BAR = {
+    "pycrdt-websocket": ("ahead of pycrdt-websocket", 1.0),
+    "hocuspocus": ("within 2x of Hocuspocus", 2.0),
+}
 _HOCUSPOCUS_BAR = {"server_cpu_us_per_edit", "server_cpu_ms_per_edit", "p50_ms_until_last"}
 
 
@@ -405,11 +451,14 @@ def table(results: list[dict[str, Any]], quick: bool) -> list[common.Row]:
                 base = peer[figure] if peer else None
                 has_goal = peer_key == "pycrdt-websocket" or figure in _HOCUSPOCUS_BAR
                 row = common.Row(
-                    section="WebSocket sessions (issue 10)", name=f"{name}, {mine['server']}",
-                    unit=unit, ours=mine[figure], baseline=base,
+                    section="WebSocket sessions (issue 10)",
+                    name=f"{name}, {mine['server']}",
+                    unit=unit,
+                    ours=mine[figure],
+                    baseline=base,
                     baseline_name=peer["server"] if peer else peer_key,
                     goal=goal if has_goal else "",
-                )  # fmt: skip
+                )
                 if has_goal and row.ratio is not None:
                     row.met = row.ratio < limit if limit == 1.0 else row.ratio <= limit
                 rows.append(row)
@@ -419,8 +468,24 @@ def table(results: list[dict[str, Any]], quick: bool) -> list[common.Row]:
 def run(quick: bool) -> list[common.Row]:
     """The load harness's group (``python -m benchmarks.load --only ws_rows``): quick sizes
     keep CI's smoke short (a few seconds a server)."""
-    sizes = (["--edits", "1000", "--members", "50", "--rounds", "3", "--idle", "100",
-              "--docs", "10", "--loaded", "20"] if quick else [])  # fmt: skip
+    sizes = (
+        [
+            "--edits",
+            "1000",
+            "--members",
+            "50",
+            "--rounds",
+            "3",
+            "--idle",
+            "100",
+            "--docs",
+            "10",
+            "--loaded",
+            "20",
+        ]
+        if quick
+        else []
+    )
     results = asyncio.run(measure(parser().parse_args(sizes)))
     return table(results, quick)
 

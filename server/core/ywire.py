@@ -240,4 +240,3 @@ def encode_awareness(entries: list[AwarenessEntry]) -> bytes:
     for e in entries:
         parts += (var_uint(e.client), var_uint(e.clock), var_string(e.state))
     return b"".join(parts)
-

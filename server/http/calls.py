@@ -61,8 +61,10 @@ async def read_body(request: Request, limit: int) -> bytes:
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise LimitExceeded(
             f"the body is {declared} bytes, over max_message_bytes ({limit})",
-            "max_message_bytes", limit, int(declared),
-        )  # fmt: skip
+            "max_message_bytes",
+            limit,
+            int(declared),
+        )
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.stream():

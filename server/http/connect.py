@@ -103,9 +103,13 @@ def method_info(
     """A method of the service, as connectrpc's servers and clients describe it."""
     level = IdempotencyLevel.NO_SIDE_EFFECTS if name != "WriteDiff" else IdempotencyLevel.UNKNOWN
     return MethodInfo(
-        name=name, service_name=SERVICE, input=req, output=res, idempotency_level=level,
+        name=name,
+        service_name=SERVICE,
+        input=req,
+        output=res,
+        idempotency_level=level,
         stream_type=stream,
-    )  # fmt: skip
+    )
 
 
 def connect_error(exc: BaseException) -> ConnectError:

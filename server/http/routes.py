@@ -23,16 +23,30 @@ __all__ = ["http_middleware", "http_routes"]
 #: Request headers a cross-origin page may send: REST's, and those Connect-Web and gRPC-Web
 #: clients send (@connectrpc/connect-web's cors helpers list the same).
 ALLOW_HEADERS = (
-    "Authorization", "Content-Type", "If-Match", "If-None-Match", "Idempotency-Key",
-    "X-Request-Id", "Connect-Protocol-Version", "Connect-Timeout-Ms", "Connect-Content-Encoding",
-    "Connect-Accept-Encoding", "Grpc-Timeout", "X-Grpc-Web", "X-User-Agent",
-)  # fmt: skip
+    "Authorization",
+    "Content-Type",
+    "If-Match",
+    "If-None-Match",
+    "Idempotency-Key",
+    "X-Request-Id",
+    "Connect-Protocol-Version",
+    "Connect-Timeout-Ms",
+    "Connect-Content-Encoding",
+    "Connect-Accept-Encoding",
+    "Grpc-Timeout",
+    "X-Grpc-Web",
+    "X-User-Agent",
+)
 #: Response headers such a page may read (gRPC-Web's status comes in headers when a call fails
 #: before any message).
 EXPOSE_HEADERS = (
-    "ETag", "Retry-After", "X-Vector-Clock", "Grpc-Status", "Grpc-Message",
+    "ETag",
+    "Retry-After",
+    "X-Vector-Clock",
+    "Grpc-Status",
+    "Grpc-Message",
     "Grpc-Status-Details-Bin",
-)  # fmt: skip
+)
 
 
 def http_routes(gateway: Gateway) -> list[BaseRoute]:

@@ -117,25 +117,32 @@ def tool(name: str) -> str:
     return path
 
 
-def run(*args: str, env: dict[str, str] | None = None, input: bytes | None = None,
-        check: bool = False) -> subprocess.CompletedProcess[bytes]:  # fmt: skip
+def run(
+    *args: str, env: dict[str, str] | None = None, input: bytes | None = None, check: bool = False
+) -> subprocess.CompletedProcess[bytes]:
     """Run a command (bounded by WAIT), capturing bytes; the environment without this
     process's VIRTUALDOM_* variables, plus ``env``."""
     full = {k: v for k, v in os.environ.items() if not k.startswith("VIRTUALDOM_")}
     out = subprocess.run(
-        list(args), env={**full, **(env or {})}, input=input, capture_output=True,
-        timeout=WAIT, check=False,
-    )  # fmt: skip
+        list(args),
+        env={**full, **(env or {})},
+        input=input,
+        capture_output=True,
+        timeout=WAIT,
+        check=False,
+    )
     if check:
         assert out.returncode == 0, (args, out.stdout, out.stderr.decode(errors="replace"))
     return out
 
 
-def virtualdom(*args: str, env: dict[str, str] | None = None, input: bytes | None = None,
-               check: bool = True) -> subprocess.CompletedProcess[bytes]:  # fmt: skip
+def virtualdom(
+    *args: str, env: dict[str, str] | None = None, input: bytes | None = None, check: bool = True
+) -> subprocess.CompletedProcess[bytes]:
     """Run the ``virtualdom`` command line (this interpreter's) as a subprocess."""
-    return run(sys.executable, "-m", "virtualdom.server.cli", *args, env=env, input=input,
-               check=check)  # fmt: skip
+    return run(
+        sys.executable, "-m", "virtualdom.server.cli", *args, env=env, input=input, check=check
+    )
 
 
 def scrape(port: int) -> str:

@@ -48,9 +48,13 @@ class Editor:
     async def start(cls, kind: str, url: str, node: str, token: str | None = None) -> Editor:
         args = [str(CLIENT), kind, url, node] + ([token] if token else [])
         proc = await asyncio.create_subprocess_exec(
-            "node", *args, cwd=JS_DIR, stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-        )  # fmt: skip
+            "node",
+            *args,
+            cwd=JS_DIR,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
         ed = cls(proc, kind)
         ready = await ed.until(lambda e: e["event"] == "ready")
         ed.client_id = ready["client_id"]
@@ -67,6 +71,7 @@ class Editor:
         self, pred: Callable[[dict[str, Any]], bool], timeout: float = STEP, start: int = 0
     ) -> dict[str, Any]:
         """The first event from index ``start`` on matching ``pred`` (waits for it)."""
+
         async def wait() -> dict[str, Any]:
             i = start
             while True:
@@ -104,6 +109,7 @@ class Editor:
         self, check: Callable[[dict[str, Any]], bool], timeout: float = STEP
     ) -> dict[str, Any]:
         """Poll the editor's state after each new event until ``check(state)``."""
+
         async def wait() -> dict[str, Any]:
             while True:
                 st = await self.state()

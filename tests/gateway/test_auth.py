@@ -241,15 +241,31 @@ async def test_refusals_carry_the_error_detail(tmp_path: Any) -> None:
         for md, code, reason, words in [
             (None, grpc.StatusCode.UNAUTHENTICATED, "UNAUTHENTICATED", "Bearer"),
             (TOKENS["expired"](), grpc.StatusCode.UNAUTHENTICATED, "UNAUTHENTICATED", "expired"),
-            (TOKENS["wrong_signature"](), grpc.StatusCode.UNAUTHENTICATED, "UNAUTHENTICATED",
-             "signature"),
-            (TOKENS["wrong_prefix"](), grpc.StatusCode.PERMISSION_DENIED, "PERMISSION_DENIED",
-             "may not read"),
-            ((("authorization", "Basic YWxpY2U6cHc="),), grpc.StatusCode.UNAUTHENTICATED,
-             "UNAUTHENTICATED", "Bearer"),
-            ((("authorization", "Bearer not.a.jwt"),), grpc.StatusCode.UNAUTHENTICATED,
-             "UNAUTHENTICATED", "token"),
-        ]:  # fmt: skip
+            (
+                TOKENS["wrong_signature"](),
+                grpc.StatusCode.UNAUTHENTICATED,
+                "UNAUTHENTICATED",
+                "signature",
+            ),
+            (
+                TOKENS["wrong_prefix"](),
+                grpc.StatusCode.PERMISSION_DENIED,
+                "PERMISSION_DENIED",
+                "may not read",
+            ),
+            (
+                (("authorization", "Basic YWxpY2U6cHc="),),
+                grpc.StatusCode.UNAUTHENTICATED,
+                "UNAUTHENTICATED",
+                "Bearer",
+            ),
+            (
+                (("authorization", "Bearer not.a.jwt"),),
+                grpc.StatusCode.UNAUTHENTICATED,
+                "UNAUTHENTICATED",
+                "token",
+            ),
+        ]:
             with pytest.raises(grpc.aio.AioRpcError) as info:
                 await stub.ReadSnapshot(pb.ReadSnapshotRequest(node_id=NODE), metadata=md)
             assert info.value.code() == code
@@ -296,8 +312,9 @@ async def test_prefix_subscription_is_filtered_by_grants(tmp_path: Any) -> None:
         for node in (b"a/1", b"b/1", b"ab", b"a/2"):
             await stub.WriteDiff(
                 pb.WriteDiffRequest(node_id=node, diff_bson=diff(set_("v", 0))),
-                metadata=admin(), timeout=STEP,
-            )  # fmt: skip
+                metadata=admin(),
+                timeout=STEP,
+            )
         md = bearer(hs256(claims("alice", ["a/"], [])))
         # Prefix "" (everything) with a grant for "a/": snapshots and changes of a/ only.
         call = stub.SubscribeChanges(
@@ -308,8 +325,9 @@ async def test_prefix_subscription_is_filtered_by_grants(tmp_path: Any) -> None:
         for node in (b"b/1", b"ab", b"a/1", b"b/2", b"a/3"):
             await stub.WriteDiff(
                 pb.WriteDiffRequest(node_id=node, diff_bson=diff(set_("v", 1))),
-                metadata=admin(), timeout=STEP,
-            )  # fmt: skip
+                metadata=admin(),
+                timeout=STEP,
+            )
         got: list[pb.Change] = []
         while len(got) < 2:
             ev = await next_message(call)
@@ -335,8 +353,9 @@ async def test_filtered_catch_up_from_the_store(tmp_path: Any) -> None:
                 expected_nodes.append(node)
             await stub.WriteDiff(
                 pb.WriteDiffRequest(node_id=node, diff_bson=diff(set_("i", i))),
-                metadata=admin(), timeout=STEP,
-            )  # fmt: skip
+                metadata=admin(),
+                timeout=STEP,
+            )
         md = bearer(hs256(claims("alice", ["a/"], [])))
         req = pb.SubscribeRequest(prefix=b"", resume_token=(0).to_bytes(8, "big"))
         call = stub.SubscribeChanges(req, metadata=md)
@@ -523,8 +542,9 @@ async def test_streams_end_when_their_token_expires(tmp_path: Any) -> None:
     async with secured(tmp_path, auth_leeway_s=0) as (_gw, stub):
         await stub.WriteDiff(
             pb.WriteDiffRequest(node_id=b"a/exp", diff_bson=diff(set_("v", 0))),
-            metadata=admin(), timeout=STEP,
-        )  # fmt: skip
+            metadata=admin(),
+            timeout=STEP,
+        )
         md = bearer(hs256(claims("alice", ["a/"], ["a/"], ttl=1.5)))
         sub = stub.SubscribeChanges(
             pb.SubscribeRequest(node_id=b"a/exp", from_version=0, heartbeat_ms=60_000),

@@ -58,8 +58,9 @@ def client(base: str, protocol: ProtocolType, codec: str) -> ConnectClient:
     return ConnectClient(base, protocol=protocol, codec=c, timeout_ms=int(STEP * 1000))
 
 
-@pytest.mark.parametrize(("name", "protocol", "codec"), PROTOCOLS,
-                         ids=[f"{n}+{c}" for n, _p, c in PROTOCOLS])  # fmt: skip
+@pytest.mark.parametrize(
+    ("name", "protocol", "codec"), PROTOCOLS, ids=[f"{n}+{c}" for n, _p, c in PROTOCOLS]
+)
 @async_test(60)
 async def test_write_read_subscribe(
     tmp_path: Any, name: str, protocol: ProtocolType, codec: str
@@ -103,10 +104,11 @@ async def test_errors_come_from_the_table_with_their_detail(tmp_path: Any) -> No
         assert detail.reason == "NOT_FOUND"
         with pytest.raises(ConnectError) as err:
             await c.execute_unary(
-                request=pb.WriteDiffRequest(node_id=b"d", diff_bson=diff(set_("v", 2)),
-                                            expected_version=7),
+                request=pb.WriteDiffRequest(
+                    node_id=b"d", diff_bson=diff(set_("v", 2)), expected_version=7
+                ),
                 method=WRITE,
-            )  # fmt: skip
+            )
         assert err.value.code == Code.FAILED_PRECONDITION
         detail = pb.ErrorDetail.FromString(err.value.details[0].message_bytes)
         assert (detail.reason, detail.version) == ("VERSION_MISMATCH", 1)
@@ -167,18 +169,34 @@ BAD_BODIES = [
     ("connect proto: undecodable", URL, "application/proto", b"\xff\xff\xff", 400),
     ("connect: wrong content type", URL, "text/plain", GOOD, 415),
     ("connect: oversize body", URL, "application/proto", GOOD + b"\x00" * 70_000, 429),
-    ("grpc-web: truncated frame", URL, "application/grpc-web+proto", b"\x00\x00\x00\x10\x00x",
-     "grpc-status 3"),
-    ("grpc-web: undecodable message", URL, "application/grpc-web+proto",
-     _envelope(b"\xff\xff\xff"), "grpc-status 3"),
-    ("grpc-web: compressed flag, no encoding", URL, "application/grpc-web+proto",
-     _envelope(GOOD, flags=1), "grpc-status 13"),
+    (
+        "grpc-web: truncated frame",
+        URL,
+        "application/grpc-web+proto",
+        b"\x00\x00\x00\x10\x00x",
+        "grpc-status 3",
+    ),
+    (
+        "grpc-web: undecodable message",
+        URL,
+        "application/grpc-web+proto",
+        _envelope(b"\xff\xff\xff"),
+        "grpc-status 3",
+    ),
+    (
+        "grpc-web: compressed flag, no encoding",
+        URL,
+        "application/grpc-web+proto",
+        _envelope(GOOD, flags=1),
+        "grpc-status 13",
+    ),
     ("unknown method", f"/{SERVICE}/Nope", "application/proto", GOOD, 404),
-]  # fmt: skip
+]
 
 
-@pytest.mark.parametrize(("why", "path", "ctype", "body", "status"), BAD_BODIES,
-                         ids=[b[0] for b in BAD_BODIES])  # fmt: skip
+@pytest.mark.parametrize(
+    ("why", "path", "ctype", "body", "status"), BAD_BODIES, ids=[b[0] for b in BAD_BODIES]
+)
 @async_test(60)
 async def test_bad_input_changes_nothing(
     tmp_path: Any, why: str, path: str, ctype: str, body: bytes, status: int | str
@@ -212,9 +230,11 @@ async def test_cors(tmp_path: Any) -> None:
         httpx.AsyncClient(base_url=base, timeout=STEP) as http,
     ):
         await write(stub, b"d", set_("v", 1))
-        pre = {"access-control-request-method": "POST",
-               "access-control-request-headers": "content-type,connect-protocol-version,"
-                                                 "authorization,x-grpc-web"}  # fmt: skip
+        pre = {
+            "access-control-request-method": "POST",
+            "access-control-request-headers": "content-type,connect-protocol-version,"
+            "authorization,x-grpc-web",
+        }
         ok = await http.options(URL, headers={"origin": allowed, **pre})
         assert ok.status_code == 200
         assert ok.headers["access-control-allow-origin"] == allowed

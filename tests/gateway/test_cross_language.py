@@ -44,8 +44,10 @@ def go_writer(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("go") / "crosswriter"
     subprocess.run(
         ["go", "build", "-o", str(out), "./internal/crosswriter"],
-        cwd=GO_DIR, check=True, timeout=600,
-    )  # fmt: skip
+        cwd=GO_DIR,
+        check=True,
+        timeout=600,
+    )
     return out
 
 
@@ -70,19 +72,35 @@ def test_go_typescript_and_python_writers_converge_byte_identical(
 @async_test(timeout=180)
 async def _converge(address: str, node: str, go_writer: Path) -> None:
     async with GatewayClient(address) as client:
-        await client.write(node, [{"op": "set", "path": "text", "value": ""},
-                                  {"op": "set", "path": "n", "value": 0}])  # fmt: skip
+        await client.write(
+            node,
+            [{"op": "set", "path": "text", "value": ""}, {"op": "set", "path": "n", "value": 0}],
+        )
         args = [address, node]
         procs = [
             await asyncio.create_subprocess_exec(
-                str(go_writer), *args, "go", str(COUNT), str(TOTAL),
-                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                str(go_writer),
+                *args,
+                "go",
+                str(COUNT),
+                str(TOTAL),
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
             ),
             await asyncio.create_subprocess_exec(
-                "node", "test/writer.mjs", *args, "ts", str(COUNT), str(TOTAL), cwd=TS_DIR,
-                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                "node",
+                "test/writer.mjs",
+                *args,
+                "ts",
+                str(COUNT),
+                str(TOTAL),
+                cwd=TS_DIR,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
             ),
-        ]  # fmt: skip
+        ]
         try:
             for p in procs:
                 assert p.stdout is not None

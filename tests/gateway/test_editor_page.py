@@ -49,9 +49,15 @@ async def test_two_pages_edit_together(tmp_path: Any) -> None:
         url = f"http://127.0.0.1:{gw.http_port}/"
         shot = tmp_path / "editor.png"
         proc = await asyncio.create_subprocess_exec(
-            "node", str(ROOT / "web" / "e2e" / "two_pages.mjs"), url, node, str(shot),
-            cwd=ROOT / "web", stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-        )  # fmt: skip
+            "node",
+            str(ROOT / "web" / "e2e" / "two_pages.mjs"),
+            url,
+            node,
+            str(shot),
+            cwd=ROOT / "web",
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
         out, err = await asyncio.wait_for(proc.communicate(), 150)
         assert proc.returncode == 0, err.decode()
         result = json.loads(out.decode().strip().splitlines()[-1])

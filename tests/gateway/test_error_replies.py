@@ -286,8 +286,11 @@ async def test_write_metadata_actor_and_request_id_have_byte_limits(tmp_path):
             err = await rpc_error(stub.WriteDiff(request), INVALID, limit, f"{actual} bytes")
             d = detail_of(err)
             assert (d.reason, d.limit, d.allowed, d.actual) == (
-                "LIMIT_EXCEEDED", limit, allowed, actual,
-            )  # fmt: skip
+                "LIMIT_EXCEEDED",
+                limit,
+                allowed,
+                actual,
+            )
 
         # Keys and values count, in UTF-8 bytes.
         await refused("max_metadata_bytes", 100, 101, metadata={"k": "v" * 100})
@@ -301,9 +304,12 @@ async def test_write_metadata_actor_and_request_id_have_byte_limits(tmp_path):
         assert (after.version, after.snapshot_bson) == (before.version, before.snapshot_bson)
         # At the limits, writes pass (and the request id makes the retry a replay).
         ok = pb.WriteDiffRequest(
-            node_id=NODE, diff_bson=diff(inc("n", 1)), metadata={"k": "v" * 99},
-            actor="é" * 8, request_id="\U0001f600" * 32,
-        )  # fmt: skip
+            node_id=NODE,
+            diff_bson=diff(inc("n", 1)),
+            metadata={"k": "v" * 99},
+            actor="é" * 8,
+            request_id="\U0001f600" * 32,
+        )
         first = await asyncio.wait_for(stub.WriteDiff(ok), STEP)
         again = await asyncio.wait_for(stub.WriteDiff(ok), STEP)
         assert first.new_version == again.new_version == before.version + 1 and again.replayed

@@ -54,9 +54,10 @@ def access_lines(text: str) -> list[dict[str, Any]]:
 
 def one(records: list[dict[str, Any]], method: str, **match: Any) -> dict[str, Any]:
     found = [
-        r for r in records
+        r
+        for r in records
         if r["method"] == SVC + method and all(r.get(k) == v for k, v in match.items())
-    ]  # fmt: skip
+    ]
     assert len(found) == 1, (method, match, records)
     return found[0]
 
@@ -67,9 +68,11 @@ async def traffic(gw: Gateway, port: int) -> dict[str, Any]:
         stub = pbg.MemoryGatewayStub(ch)
         auth = bearer(TOKEN)
         req = pb.WriteDiffRequest(
-            node_id=b"logs/a", diff_bson=diff(set_("title", PAYLOAD)), request_id="req-1",
+            node_id=b"logs/a",
+            diff_bson=diff(set_("title", PAYLOAD)),
+            request_id="req-1",
             metadata={"note": PAYLOAD},
-        )  # fmt: skip
+        )
         resp = await asyncio.wait_for(stub.WriteDiff(req, metadata=auth), STEP)
         await asyncio.wait_for(
             stub.ReadSnapshot(
@@ -87,9 +90,10 @@ async def traffic(gw: Gateway, port: int) -> dict[str, Any]:
         await session.write(pb.SessionMessage(seq=1, join=pb.Join(node_id=b"logs/b")))
         assert (await next_message(session)).HasField("joined")
         await session.write(
-            pb.SessionMessage(seq=2, diff=pb.SessionDiff(node_id=b"logs/b",
-                                                         diff_bson=diff(set_("x", PAYLOAD))))
-        )  # fmt: skip
+            pb.SessionMessage(
+                seq=2, diff=pb.SessionDiff(node_id=b"logs/b", diff_bson=diff(set_("x", PAYLOAD)))
+            )
+        )
         assert (await next_message(session)).HasField("ack")
         presence = bson.encode({"cursor": PRESENCE})
         await session.write(
@@ -119,8 +123,19 @@ async def test_access_log_fields_and_no_payloads_or_tokens(tmp_path: Any) -> Non
     assert TOKEN not in text and "authorization" not in text.lower()
     records = access_lines(text)
     for r in records:
-        for key in ("ts", "level", "method", "code", "duration_ms", "node_id", "principal",
-                    "peer", "request_id", "request_bytes", "response_bytes"):  # fmt: skip
+        for key in (
+            "ts",
+            "level",
+            "method",
+            "code",
+            "duration_ms",
+            "node_id",
+            "principal",
+            "peer",
+            "request_id",
+            "request_bytes",
+            "response_bytes",
+        ):
             assert key in r, (key, r)
         assert r["request_id"]
         assert r["peer"].startswith("ipv4:127.0.0.1:")
@@ -182,8 +197,9 @@ async def test_access_log_names_the_verified_principal(tmp_path: Any) -> None:
     with captured(JsonFormatter()) as buf:
         gw = Gateway(config(tmp_path, auth_hs256_secret=SECRET))
         port = await gw.start()
-        token = hs256({k: v for k, v in claims("alice", ["p/"], ["p/"]).items()
-                       if k not in ("iss", "aud")})  # fmt: skip
+        token = hs256(
+            {k: v for k, v in claims("alice", ["p/"], ["p/"]).items() if k not in ("iss", "aud")}
+        )
         try:
             async with channel(port) as ch:
                 stub = pbg.MemoryGatewayStub(ch)
@@ -235,16 +251,38 @@ async def test_metrics_endpoint_after_traffic(tmp_path: Any) -> None:
                 await write(stub, b"m/b", set_("v", value))
             text = await asyncio.to_thread(scrape, gw.observability.metrics_port)
             m = "virtualdom.v1.MemoryGateway/"
-            assert sample(text, "virtualdom_rpc_requests_total", method=m + "WriteDiff",
-                          code="OK") == 5  # fmt: skip
-            assert sample(text, "virtualdom_rpc_requests_total", method=m + "ReadSnapshot",
-                          code="NOT_FOUND") == 1  # fmt: skip
-            assert sample(text, "virtualdom_rpc_duration_seconds_count",
-                          method=m + "WriteDiff", code="OK") == 5  # fmt: skip
-            assert sample(text, "virtualdom_rpc_duration_seconds_bucket",
-                          method=m + "WriteDiff", code="OK", le="+Inf") == 5  # fmt: skip
-            assert (sample(text, "virtualdom_rpc_received_bytes_total", method=m + "WriteDiff")
-                    or 0) > 0  # fmt: skip
+            assert (
+                sample(text, "virtualdom_rpc_requests_total", method=m + "WriteDiff", code="OK")
+                == 5
+            )
+            assert (
+                sample(
+                    text,
+                    "virtualdom_rpc_requests_total",
+                    method=m + "ReadSnapshot",
+                    code="NOT_FOUND",
+                )
+                == 1
+            )
+            assert (
+                sample(
+                    text, "virtualdom_rpc_duration_seconds_count", method=m + "WriteDiff", code="OK"
+                )
+                == 5
+            )
+            assert (
+                sample(
+                    text,
+                    "virtualdom_rpc_duration_seconds_bucket",
+                    method=m + "WriteDiff",
+                    code="OK",
+                    le="+Inf",
+                )
+                == 5
+            )
+            assert (
+                sample(text, "virtualdom_rpc_received_bytes_total", method=m + "WriteDiff") or 0
+            ) > 0
             assert sample(text, "virtualdom_open_streams", method=m + "SubscribeChanges") == 1
             assert sample(text, "virtualdom_open_streams", method=m + "CollaborativeSession") == 1
             assert sample(text, "virtualdom_subscriptions_open") == 1
@@ -333,9 +371,14 @@ def test_log_line_values_and_timestamps_match_json_and_datetime() -> None:
     from virtualdom.server.logs import _json_value, _utc
 
     values = st.one_of(
-        st.text(), st.integers(), st.floats(allow_nan=True), st.booleans(), st.none(),
-        st.lists(st.text(), max_size=3), st.binary(max_size=8),
-    )  # fmt: skip
+        st.text(),
+        st.integers(),
+        st.floats(allow_nan=True),
+        st.booleans(),
+        st.none(),
+        st.lists(st.text(), max_size=3),
+        st.binary(max_size=8),
+    )
 
     @settings(max_examples=500, deadline=None)
     @given(values)

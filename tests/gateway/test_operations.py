@@ -114,19 +114,31 @@ def test_grpcurl_lists_describes_and_calls_without_proto_files(tmp_path: Any) ->
         for rpc in ("WriteDiff", "ReadSnapshot", "SubscribeChanges", "CollaborativeSession"):
             assert f"rpc {rpc}" in described
         message = run(
-            grpcurl, "-plaintext", s.address, "describe", "virtualdom.v1.WriteDiffRequest",
+            grpcurl,
+            "-plaintext",
+            s.address,
+            "describe",
+            "virtualdom.v1.WriteDiffRequest",
             check=True,
-        ).stdout.decode()  # fmt: skip
+        ).stdout.decode()
         assert "bytes diff_bson = 2;" in message
         # A call with only reflection to go by (no -proto, no -import-path).
         node = base64.b64encode(b"refl/doc").decode()
         diff = base64.b64encode(bson.encode({"ops": [{"op": "set", "path": "a", "value": 1}]}))
         body = json.dumps({"node_id": node, "diff_bson": diff.decode()})
-        wrote = run(grpcurl, "-plaintext", "-d", body, s.address, f"{GATEWAY}/WriteDiff",
-                    check=True)  # fmt: skip
+        wrote = run(
+            grpcurl, "-plaintext", "-d", body, s.address, f"{GATEWAY}/WriteDiff", check=True
+        )
         assert json.loads(wrote.stdout)["newVersion"] == "1"
-        read = run(grpcurl, "-plaintext", "-d", json.dumps({"node_id": node}), s.address,
-                   f"{GATEWAY}/ReadSnapshot", check=True)  # fmt: skip
+        read = run(
+            grpcurl,
+            "-plaintext",
+            "-d",
+            json.dumps({"node_id": node}),
+            s.address,
+            f"{GATEWAY}/ReadSnapshot",
+            check=True,
+        )
         snap = base64.b64decode(json.loads(read.stdout)["snapshotBson"])
         assert bson.decode(snap) == {"a": 1}
         health = run(grpcurl, "-plaintext", s.address, "grpc.health.v1.Health/Check", check=True)
@@ -140,6 +152,15 @@ def test_reflection_can_be_turned_off(tmp_path: Any) -> None:
         assert listed.returncode != 0
         assert b"reflection" in listed.stderr.lower()
         # The .proto files still work.
-        listed = run(grpcurl, "-plaintext", "-import-path", str(ROOT / "proto"), "-proto",
-                     "virtualdom/v1/gateway.proto", s.address, "list", check=True)  # fmt: skip
+        listed = run(
+            grpcurl,
+            "-plaintext",
+            "-import-path",
+            str(ROOT / "proto"),
+            "-proto",
+            "virtualdom/v1/gateway.proto",
+            s.address,
+            "list",
+            check=True,
+        )
         assert GATEWAY in listed.stdout.decode()

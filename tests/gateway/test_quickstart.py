@@ -38,10 +38,19 @@ def test_grpcurl_quick_start(tmp_path):
         pytest.skip("grpcurl is not installed (scripts/test.sh installs it)")
     port = _free_port()
     server = subprocess.Popen(
-        [sys.executable, "-m", "virtualdom.server.cli", "serve", "--address", f"127.0.0.1:{port}",
-         "--data-dir", str(tmp_path / "data")],
-        stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "virtualdom.server.cli",
+            "serve",
+            "--address",
+            f"127.0.0.1:{port}",
+            "--data-dir",
+            str(tmp_path / "data"),
+        ],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert server.stderr is not None
         for line in server.stderr:
@@ -50,12 +59,21 @@ def test_grpcurl_quick_start(tmp_path):
         else:
             pytest.fail("the gateway exited before listening")
         assert line.rstrip().endswith("event loop uvloop"), line  # the default on Linux
-        env = {**os.environ, "PATH": path, "VIRTUALDOM_ADDR": f"127.0.0.1:{port}",
-               "PYTHON": sys.executable}  # fmt: skip
+        env = {
+            **os.environ,
+            "PATH": path,
+            "VIRTUALDOM_ADDR": f"127.0.0.1:{port}",
+            "PYTHON": sys.executable,
+        }
         out = subprocess.run(
             ["bash", "-euo", "pipefail", "-c", _grpcurl_block()],
-            cwd=ROOT, env=env, capture_output=True, text=True, timeout=60, check=False,
-        )  # fmt: skip
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
         assert out.returncode == 0, out.stderr
         # `grpcurl list` works through server reflection (no .proto files).
         assert "virtualdom.v1.MemoryGateway" in out.stdout.split()
@@ -110,9 +128,13 @@ def test_python_client_quick_start(tmp_path):
         assert ready.wait(30)
         env = {**os.environ, "VIRTUALDOM_ADDR": f"127.0.0.1:{stop['port']}"}
         out = subprocess.run(
-            [sys.executable, "-c", _python_block()], env=env, capture_output=True, text=True,
-            check=False, timeout=60,
-        )  # fmt: skip
+            [sys.executable, "-c", _python_block()],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=60,
+        )
         assert out.returncode == 0, out.stderr
         lines = out.stdout.strip().splitlines()
         assert lines[0] == "1 2 {'title': 'Hi there'}"

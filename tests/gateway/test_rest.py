@@ -68,13 +68,15 @@ def error_of(r: httpx.Response, status: int, reason: str) -> dict[str, Any]:
 @async_test(60)
 async def test_write_then_read_extended_json_and_bson(tmp_path: Any) -> None:
     async with rest(tmp_path) as (_gw, http, stub):
-        diff = {"ops": [
-            {"op": "set", "path": "title", "value": "Hello"},
-            {"op": "set", "path": "n", "value": {"$numberLong": "9007199254740993"}},
-            {"op": "set", "path": "id", "value": {"$oid": "65f0c0ffee00000000000000"}},
-            {"op": "set", "path": "at", "value": {"$date": "2026-01-05T10:00:00Z"}},
-            {"op": "set", "path": "items", "value": [1, 2.5, True, None]},
-        ]}  # fmt: skip
+        diff = {
+            "ops": [
+                {"op": "set", "path": "title", "value": "Hello"},
+                {"op": "set", "path": "n", "value": {"$numberLong": "9007199254740993"}},
+                {"op": "set", "path": "id", "value": {"$oid": "65f0c0ffee00000000000000"}},
+                {"op": "set", "path": "at", "value": {"$date": "2026-01-05T10:00:00Z"}},
+                {"op": "set", "path": "items", "value": [1, 2.5, True, None]},
+            ]
+        }
         r = await http.post("/v1/docs/notes/1", content=json.dumps(diff), headers=JSON)
         assert r.status_code == 200, r.text
         body = r.json()
@@ -190,22 +192,37 @@ BAD_WRITES = [
     ("a JSON array", b"[1, 2]", JSON, 400, "BAD_REQUEST"),
     ("empty body", b"", JSON, 400, "BAD_REQUEST"),
     ("not a diff", b'{"title": "x"}', JSON, 400, "MALFORMED_DIFF"),
-    ("an unknown op", ops({"op": "frobnicate", "path": "a"}).encode(), JSON, 400,
-     "MALFORMED_DIFF"),
+    ("an unknown op", ops({"op": "frobnicate", "path": "a"}).encode(), JSON, 400, "MALFORMED_DIFF"),
     ("a bad path", ops(set_("missing.deep", 1)).encode(), JSON, 400, "BAD_PATH"),
-    ("wrong content type", ops(set_("a", 1)).encode(), {"content-type": "text/plain"}, 415,
-     "UNSUPPORTED_MEDIA_TYPE"),
+    (
+        "wrong content type",
+        ops(set_("a", 1)).encode(),
+        {"content-type": "text/plain"},
+        415,
+        "UNSUPPORTED_MEDIA_TYPE",
+    ),
     ("no content type", ops(set_("a", 1)).encode(), {}, 415, "UNSUPPORTED_MEDIA_TYPE"),
-    ("malformed BSON", b"\x05\x00\x00\x00\x01", {"content-type": "application/bson"}, 400,
-     "MALFORMED_BSON"),
+    (
+        "malformed BSON",
+        b"\x05\x00\x00\x00\x01",
+        {"content-type": "application/bson"},
+        400,
+        "MALFORMED_BSON",
+    ),
     ("oversize body", b'{"ops": [' + b" " * 70_000 + b"]}", JSON, 413, "LIMIT_EXCEEDED"),
-    ("bad If-Match", ops(set_("a", 1)).encode(), {**JSON, "if-match": "yesterday"}, 400,
-     "BAD_REQUEST"),
-]  # fmt: skip
+    (
+        "bad If-Match",
+        ops(set_("a", 1)).encode(),
+        {**JSON, "if-match": "yesterday"},
+        400,
+        "BAD_REQUEST",
+    ),
+]
 
 
-@pytest.mark.parametrize(("why", "body", "headers", "status", "reason"), BAD_WRITES,
-                         ids=[b[0] for b in BAD_WRITES])  # fmt: skip
+@pytest.mark.parametrize(
+    ("why", "body", "headers", "status", "reason"), BAD_WRITES, ids=[b[0] for b in BAD_WRITES]
+)
 @async_test(60)
 async def test_bad_writes_change_nothing(
     tmp_path: Any, why: str, body: bytes, headers: dict[str, str], status: int, reason: str
@@ -238,8 +255,9 @@ BAD_READS = [
 ]
 
 
-@pytest.mark.parametrize(("url", "params", "status", "reason"), BAD_READS,
-                         ids=[f"{u}?{p}" for u, p, _s, _r in BAD_READS])  # fmt: skip
+@pytest.mark.parametrize(
+    ("url", "params", "status", "reason"), BAD_READS, ids=[f"{u}?{p}" for u, p, _s, _r in BAD_READS]
+)
 @async_test(60)
 async def test_bad_reads(
     tmp_path: Any, url: str, params: dict[str, str], status: int, reason: str
@@ -262,17 +280,26 @@ async def test_auth_and_grants_as_on_grpc(tmp_path: Any) -> None:
         body = error_of(r, 401, "UNAUTHENTICATED")
         assert body["code"] == "unauthenticated"
         assert r.headers["www-authenticate"].startswith("Bearer")
-        error_of(await http.get("/v1/docs/a/1", headers={"authorization": "Bearer x.y.z"}),
-                 401, "UNAUTHENTICATED")  # fmt: skip
+        error_of(
+            await http.get("/v1/docs/a/1", headers={"authorization": "Bearer x.y.z"}),
+            401,
+            "UNAUTHENTICATED",
+        )
         expired = hs256(claims("alice", ["a/"], ["a/"], ttl=-3600))
         error_of(await http.get("/v1/docs/a/1", headers=auth(expired)), 401, "UNAUTHENTICATED")
 
         r = await http.post("/v1/docs/a/1", content=ops(set_("t", "x")), headers=auth(alice))
         assert r.status_code == 200, r.text
-        error_of(await http.post("/v1/docs/b/1", content=ops(set_("t", "x")),
-                                 headers=auth(alice)), 403, "PERMISSION_DENIED")  # fmt: skip
-        error_of(await http.post("/v1/docs/a/1", content=ops(set_("t", "y")),
-                                 headers=auth(reader)), 403, "PERMISSION_DENIED")  # fmt: skip
+        error_of(
+            await http.post("/v1/docs/b/1", content=ops(set_("t", "x")), headers=auth(alice)),
+            403,
+            "PERMISSION_DENIED",
+        )
+        error_of(
+            await http.post("/v1/docs/a/1", content=ops(set_("t", "y")), headers=auth(reader)),
+            403,
+            "PERMISSION_DENIED",
+        )
         assert (await http.get("/v1/docs/a/1", headers=auth(reader))).json()["document"] == {
             "t": "x"
         }
@@ -323,8 +350,12 @@ async def test_access_log_and_grpc_writes_seen_over_rest(
 def test_openapi_document_is_valid_and_names_the_routes(tmp_path: Any) -> None:
     doc = document()
     validate(doc)  # openapi-spec-validator: a valid OpenAPI 3.1 document
-    served = {("GET", "/v1/docs"), ("GET", "/v1/docs/{node_id}"),
-              ("POST", "/v1/docs/{node_id}"), ("GET", "/v1/docs/{node_id}/history")}  # fmt: skip
+    served = {
+        ("GET", "/v1/docs"),
+        ("GET", "/v1/docs/{node_id}"),
+        ("POST", "/v1/docs/{node_id}"),
+        ("GET", "/v1/docs/{node_id}/history"),
+    }
     documented = {(m.upper(), p) for p, item in doc["paths"].items() for m in item}
     assert documented == served
     # The routes RestApi mounts: the list and the raw-path dispatcher of the three others.

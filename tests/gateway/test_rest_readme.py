@@ -34,10 +34,21 @@ def _curl_block() -> str:
 def test_readme_curl_examples(tmp_path: pathlib.Path) -> None:
     port, http_port = _free_port(), _free_port()
     server = subprocess.Popen(
-        [sys.executable, "-m", "virtualdom.server.cli", "serve", "--address", f"127.0.0.1:{port}",
-         "--http-address", f"127.0.0.1:{http_port}", "--data-dir", str(tmp_path / "data")],
-        stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "virtualdom.server.cli",
+            "serve",
+            "--address",
+            f"127.0.0.1:{port}",
+            "--http-address",
+            f"127.0.0.1:{http_port}",
+            "--data-dir",
+            str(tmp_path / "data"),
+        ],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert server.stderr is not None
         seen = set()
@@ -51,8 +62,13 @@ def test_readme_curl_examples(tmp_path: pathlib.Path) -> None:
         env = {**os.environ, "VIRTUALDOM_HTTP": base}
         out = subprocess.run(
             ["bash", "-euo", "pipefail", "-c", _curl_block()],
-            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60, check=False,
-        )  # fmt: skip
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
         assert out.returncode == 0, out.stderr
         write, read, cond, refused, past, history, listed = map(json.loads, out.stdout.splitlines())
         assert write["version"] == 1 and write["node_id"] == "notes/rest"

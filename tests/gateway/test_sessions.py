@@ -560,8 +560,9 @@ async def test_pipelined_edits_are_read_while_earlier_ones_commit_and_share_comm
         gw.store.append = held_append  # type: ignore[method-assign]
         m = Member(stub)
         await m.join(NODE)
-        seqs = [m.send(diff=pb.SessionDiff(node_id=NODE, diff_bson=diff(inc("n", 1))))
-                for _ in range(n)]  # fmt: skip
+        seqs = [
+            m.send(diff=pb.SessionDiff(node_id=NODE, diff_bson=diff(inc("n", 1)))) for _ in range(n)
+        ]
         await first_entered.wait()
         # The first edit waits for its commit; the member's other edits are read meanwhile.
         await asyncio.wait_for(all_queued.wait(), STEP)

@@ -108,8 +108,10 @@ def test_every_setting_loads_from_env_file_and_flags(tmp_path: Path) -> None:
 
     from_env = st.load(env=env)
     from_file = st.load(str(config_file), env={})
-    from_flags = st.load(env={}, flags={k: t for k, t in ((s.key, _sample_value(s, tmp_path)[0])
-                                                         for s in st.settings())})  # fmt: skip
+    from_flags = st.load(
+        env={},
+        flags={k: t for k, t in ((s.key, _sample_value(s, tmp_path)[0]) for s in st.settings())},
+    )
     for key, value in expect.items():
         assert value_of(from_env, key) == value, key
         assert value_of(from_file, key) == value, key
@@ -120,11 +122,13 @@ def test_every_setting_loads_from_env_file_and_flags(tmp_path: Path) -> None:
 def test_precedence_flags_over_env_over_file_over_defaults(tmp_path: Path) -> None:
     f = tmp_path / "gw.toml"
     f.write_text(
-        'actor = "from-file"\nheartbeat_ms = 1000\nsnapshot_every = 7\n'
-        '[limits]\nmax_depth = 40\n'
+        'actor = "from-file"\nheartbeat_ms = 1000\nsnapshot_every = 7\n[limits]\nmax_depth = 40\n'
     )
-    env = {"VIRTUALDOM_ACTOR": "from-env", "VIRTUALDOM_HEARTBEAT_MS": "2000",
-           "VIRTUALDOM_LIMITS_MAX_OPS": "99"}  # fmt: skip
+    env = {
+        "VIRTUALDOM_ACTOR": "from-env",
+        "VIRTUALDOM_HEARTBEAT_MS": "2000",
+        "VIRTUALDOM_LIMITS_MAX_OPS": "99",
+    }
     cfg = st.load(str(f), env=env, flags={"actor": "from-flag"})
     assert cfg.actor == "from-flag"
     assert cfg.heartbeat_ms == 2000
@@ -134,9 +138,15 @@ def test_precedence_flags_over_env_over_file_over_defaults(tmp_path: Path) -> No
     assert cfg.feed_capacity == GatewayConfig().feed_capacity
     # The same through `virtualdom serve --print-config` (the real command line).
     out = virtualdom(
-        "serve", "--config", str(f), "--actor", "from-flag", "--no-access-log",
-        "--print-config", env=env,
-    )  # fmt: skip
+        "serve",
+        "--config",
+        str(f),
+        "--actor",
+        "from-flag",
+        "--no-access-log",
+        "--print-config",
+        env=env,
+    )
     import tomllib
 
     printed = tomllib.loads(out.stdout.decode())
@@ -155,10 +165,10 @@ def test_print_config_hides_secrets(tmp_path: Path) -> None:
 BAD: list[tuple[str, dict[str, str], list[str], str, str]] = [
     # (toml, env, flags, key named, words in the message)
     ('adress = "127.0.0.1:1"\n', {}, [], "adress", "did you mean 'address'"),
-    ("heartbeat_ms = \"fast\"\n", {}, [], "heartbeat_ms", "must be an integer"),
+    ('heartbeat_ms = "fast"\n', {}, [], "heartbeat_ms", "must be an integer"),
     ("[limits]\nmax_dpth = 3\n", {}, [], "limits.max_dpth", "did you mean 'limits.max_depth'"),
     ("limits = 3\n", {}, [], "limits", "must be a table"),
-    ("access_log = \"yes\"\n", {}, [], "access_log", "must be a boolean"),
+    ('access_log = "yes"\n', {}, [], "access_log", "must be a boolean"),
     ("address = \n", {}, [], "config", "not valid TOML"),
     ("", {"VIRTUALDOM_MAX_SESSIONS": "lots"}, [], "max_sessions", "VIRTUALDOM_MAX_SESSIONS"),
     ("", {"VIRTUALDOM_ACCESS_LOG": "maybe"}, [], "access_log", "is not a boolean"),
@@ -168,8 +178,13 @@ BAD: list[tuple[str, dict[str, str], list[str], str, str]] = [
     ("", {}, ["--address", "256.1.1.1:80"], "address", "not an IPv4 address"),
     ("", {}, ["--address", "::1:80"], "address", "brackets"),
     ("", {}, ["--metrics-address", "127.0.0.1:99999"], "metrics_address", "out of range"),
-    ("", {}, ["--tls-cert", "/nonexistent/cert.pem", "--tls-key", "/nonexistent/key.pem"],
-     "tls_cert_file", "no such file"),
+    (
+        "",
+        {},
+        ["--tls-cert", "/nonexistent/cert.pem", "--tls-key", "/nonexistent/key.pem"],
+        "tls_cert_file",
+        "no such file",
+    ),
     ("", {}, ["--log-format", "xml"], "log_format", "text, json"),
     ("", {}, ["--compression", "br"], "compression", "gzip, none"),
     ("", {}, ["--tracing", "zipkin"], "tracing", "none, console, otlp"),
@@ -239,13 +254,28 @@ def test_serve_with_config_file_json_logs_and_metrics(tmp_path: Path, event_loop
         'metrics_address = "127.0.0.1:0"\naddress = "127.0.0.1:1"\n'
         f'event_loop = "{event_loop}"\n'
     )
-    env = {**os.environ, "VIRTUALDOM_LOG_LEVEL": "debug", "VIRTUALDOM_NO_SUCH_KEY": "1",
-           "VIRTUALDOM_TOKEN": "", "VIRTUALDOM_ADDRESS": ""}  # fmt: skip
+    env = {
+        **os.environ,
+        "VIRTUALDOM_LOG_LEVEL": "debug",
+        "VIRTUALDOM_NO_SUCH_KEY": "1",
+        "VIRTUALDOM_TOKEN": "",
+        "VIRTUALDOM_ADDRESS": "",
+    }
     proc = subprocess.Popen(
-        [sys.executable, "-m", "virtualdom.server.cli", "serve", "--config", str(f),
-         "--address", "127.0.0.1:0"],
-        stderr=subprocess.PIPE, text=True, env=env,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "virtualdom.server.cli",
+            "serve",
+            "--config",
+            str(f),
+            "--address",
+            "127.0.0.1:0",
+        ],
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
     assert proc.stderr is not None
     lines: list[dict[str, Any]] = []
     try:
@@ -260,19 +290,31 @@ def test_serve_with_config_file_json_logs_and_metrics(tmp_path: Path, event_loop
                 assert rec["msg"].endswith(f"event loop {event_loop}"), rec
                 break
         assert port and metrics, lines
-        out = virtualdom("write", "cfg/doc", "--ops", '[{"op": "set", "path": "a", "value": 1}]',
-                         "--address", f"127.0.0.1:{port}")  # fmt: skip
+        out = virtualdom(
+            "write",
+            "cfg/doc",
+            "--ops",
+            '[{"op": "set", "path": "a", "value": 1}]',
+            "--address",
+            f"127.0.0.1:{port}",
+        )
         assert json.loads(out.stdout)["version"] == 1
         text = scrape(metrics)
-        assert sample(text, "virtualdom_rpc_requests_total",
-                      method="virtualdom.v1.MemoryGateway/WriteDiff", code="OK") == 1  # fmt: skip
+        assert (
+            sample(
+                text,
+                "virtualdom_rpc_requests_total",
+                method="virtualdom.v1.MemoryGateway/WriteDiff",
+                code="OK",
+            )
+            == 1
+        )
     finally:
         proc.send_signal(signal.SIGTERM)
         _, rest = proc.communicate(timeout=WAIT)
     assert proc.returncode == 0
     lines += [json.loads(raw) for raw in rest.splitlines()]
-    assert any(r["logger"] == "virtualdom" and "VIRTUALDOM_NO_SUCH_KEY" in r["msg"]
-               for r in lines)  # fmt: skip
+    assert any(r["logger"] == "virtualdom" and "VIRTUALDOM_NO_SUCH_KEY" in r["msg"] for r in lines)
     access = [r for r in lines if r["logger"] == "virtualdom.access"]
     assert [r["method"] for r in access] == ["/virtualdom.v1.MemoryGateway/WriteDiff"]
     assert access[0]["node_id"] == "cfg/doc" and access[0]["code"] == "OK"

@@ -103,9 +103,12 @@ async def test_client_with_tls_and_token(tmp_path: Any) -> None:
     async with serving(tmp_path, **files) as gw:
         target = f"localhost:{gw.port}"
         async with GatewayClient(
-            target, root_certificates=ca.pem, certificate_chain=client_pair.cert,
-            private_key=client_pair.key, token=token,
-        ) as client:  # fmt: skip
+            target,
+            root_certificates=ca.pem,
+            certificate_chain=client_pair.cert,
+            private_key=client_pair.key,
+            token=token,
+        ) as client:
             w = await client.write("notes/1", [{"op": "set", "path": "t", "value": "hi"}])
             assert (await client.read("notes/1")).document == {"t": "hi"}
             async with client.subscribe("notes/1", from_version=0) as sub:
@@ -146,12 +149,33 @@ def test_serve_flags(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     secret_file = tmp_path / "secret"
     secret_file.write_text(SECRET + "\n")
     args = cli.build_parser().parse_args(
-        ["serve", "--tls-cert", "s.crt", "--tls-key", "s.key", "--tls-client-ca", "ca.pem",
-         "--auth-hs256-secret-file", str(secret_file), "--auth-issuer", "iss",
-         "--auth-audience", "aud", "--auth-optional", "--auth-leeway", "2",
-         "--rate-writes", "10", "--rate-bytes", "1e6", "--max-streams-per-principal", "8",
-         "--max-streams-per-peer", "4"]
-    )  # fmt: skip
+        [
+            "serve",
+            "--tls-cert",
+            "s.crt",
+            "--tls-key",
+            "s.key",
+            "--tls-client-ca",
+            "ca.pem",
+            "--auth-hs256-secret-file",
+            str(secret_file),
+            "--auth-issuer",
+            "iss",
+            "--auth-audience",
+            "aud",
+            "--auth-optional",
+            "--auth-leeway",
+            "2",
+            "--rate-writes",
+            "10",
+            "--rate-bytes",
+            "1e6",
+            "--max-streams-per-principal",
+            "8",
+            "--max-streams-per-peer",
+            "4",
+        ]
+    )
     assert config_options(args) == {
         "tls_cert_file": "s.crt",
         "tls_key_file": "s.key",

@@ -118,16 +118,16 @@ async def test_presence_crosses_between_grpc_sessions_and_websocket_awareness(
             await yws.until(lambda e: e["event"] == "synced")
             joined = await grpc_member.join(node.encode(), actor="g")
             # gRPC presence -> the editor's awareness (relaxed Extended JSON of the BSON)
-            grpc_member.send(presence=pb.Presence(
-                node_id=node.encode(), state_bson=bson.encode({"name": "grpc", "line": 3})
-            ))  # fmt: skip
+            grpc_member.send(
+                presence=pb.Presence(
+                    node_id=node.encode(), state_bson=bson.encode({"name": "grpc", "line": 3})
+                )
+            )
             client = str(zlib.crc32(joined.member_id.encode()))
             await yws.until(lambda e: sees(e, client, {"name": "grpc", "line": 3}))
             # the editor's awareness -> a PresenceUpdate of its member
             yws.send(op="awareness", state={"user": {"name": "yws"}})
-            u = await grpc_member.until(
-                lambda u: kind(u) == "presence" and not u.presence.removed
-            )
+            u = await grpc_member.until(lambda u: kind(u) == "presence" and not u.presence.removed)
             assert bson.decode(u.presence.state_bson) == {"user": {"name": "yws"}}
             assert u.presence.node_id == node.encode()
             ws_member = u.presence.member_id
@@ -139,9 +139,12 @@ async def test_presence_crosses_between_grpc_sessions_and_websocket_awareness(
             # the editor goes away: its presence is removed for the gRPC member
             yws.kill()
             await grpc_member.until(
-                lambda u: kind(u) == "presence" and u.presence.removed
-                and u.presence.member_id == ws_member
-            )  # fmt: skip
+                lambda u: (
+                    kind(u) == "presence"
+                    and u.presence.removed
+                    and u.presence.member_id == ws_member
+                )
+            )
             # a gRPC member's presence removed -> gone from the awareness of the others
             yws2 = await Editor.start("yws", f"ws://127.0.0.1:{gw.http_port}/yjs", node)
             try:

@@ -448,8 +448,11 @@ async def test_a_document_whose_stored_update_is_over_the_diff_limit_loads_again
         assert await doc(stub, NODE) == value  # reloaded from the stored log
         # The limit still applies to what clients send.
         big = diff(set_("x", "y" * len(d)))
-        await rpc_error(stub.WriteDiff(pb.WriteDiffRequest(node_id=NODE, diff_bson=big)),
-                        grpc.StatusCode.INVALID_ARGUMENT, "max_diff_bytes")  # fmt: skip
+        await rpc_error(
+            stub.WriteDiff(pb.WriteDiffRequest(node_id=NODE, diff_bson=big)),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "max_diff_bytes",
+        )
 
 
 @async_test()

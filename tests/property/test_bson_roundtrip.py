@@ -47,9 +47,26 @@ from virtualdom.engine.values import decode_document
 # Extended JSON and DBRefs give a meaning to, which must stay plain field names in a document.
 KEY = st.one_of(
     st.text(st.characters(codec="utf-8", exclude_characters="\x00"), max_size=6).map(str),
-    st.sampled_from(["$oid", "$date", "$numberInt", "$code", "$scope", "$ejson", "$binary",
-                     "$regularExpression", "$minKey", "$ref", "$id", "$db", "", "0", "a.b"]),
-)  # fmt: skip
+    st.sampled_from(
+        [
+            "$oid",
+            "$date",
+            "$numberInt",
+            "$code",
+            "$scope",
+            "$ejson",
+            "$binary",
+            "$regularExpression",
+            "$minKey",
+            "$ref",
+            "$id",
+            "$db",
+            "",
+            "0",
+            "a.b",
+        ]
+    ),
+)
 # Any code point but surrogates, NUL included.
 STRING = st.text(st.characters(codec="utf-8"), max_size=12).map(str)
 INT32 = st.integers(-(2**31), 2**31 - 1).map(int)
@@ -216,8 +233,9 @@ def test_set_as_sub_document_round_trips(doc: dict[str, Any], key: str, value: A
     changes = [r.apply_diff(diff({"op": "set", "path": ["sub"], "value": doc}))]
     changes.append(r.apply_diff(diff({"op": "set", "path": ["sub", key], "value": value})))
     changes.append(r.apply_diff(diff({"op": "set", "path": ["arr"], "value": []})))
-    changes.append(r.apply_diff(diff({"op": "insert", "path": ["arr"], "index": 0,
-                                      "values": [doc, value]})))  # fmt: skip
+    changes.append(
+        r.apply_diff(diff({"op": "insert", "path": ["arr"], "index": 0, "values": [doc, value]}))
+    )
     assert None not in changes
     expected = {"sub": {**doc, key: value}, "arr": [doc, value]}
     assert_everywhere(r, [c for c in changes if c is not None], encoded(expected))
@@ -245,18 +263,37 @@ def test_every_type_once() -> None:
     does not depend on what Hypothesis happens to draw."""
     nan_payload = struct.unpack("<d", struct.pack("<Q", 0xFFF8_0000_0000_0001))[0]
     doc = {
-        "double": 1.0, "neg0": -0.0, "nan": math.nan, "nan_payload": nan_payload,
-        "inf": math.inf, "str": "é😀\x00", "doc": {"$oid": "not an oid", "": None},
-        "arr": [1, [2, {"x": 3}]], "empty_doc": {}, "empty_arr": [],
+        "double": 1.0,
+        "neg0": -0.0,
+        "nan": math.nan,
+        "nan_payload": nan_payload,
+        "inf": math.inf,
+        "str": "é😀\x00",
+        "doc": {"$oid": "not an oid", "": None},
+        "arr": [1, [2, {"x": 3}]],
+        "empty_doc": {},
+        "empty_arr": [],
         **{f"bin{t}": Binary(b"\x00\x01", t) for t in [*range(9), 0x80, 0xFF]},
-        "oid": ObjectId("65f0c0ffee00000000000000"), "t": True, "f": False,
-        "date": DatetimeMS(0), "date_far": DatetimeMS(2**62), "date_min": DatetimeMS(-(2**63)),
-        "null": None, "re": Regex("^a.*é$", "imsux"), "code": Code("x = 1"),
+        "oid": ObjectId("65f0c0ffee00000000000000"),
+        "t": True,
+        "f": False,
+        "date": DatetimeMS(0),
+        "date_far": DatetimeMS(2**62),
+        "date_min": DatetimeMS(-(2**63)),
+        "null": None,
+        "re": Regex("^a.*é$", "imsux"),
+        "code": Code("x = 1"),
         "scope": Code("f(a)", {"a": Int64(1), "b": [Decimal128("1.5")]}),
-        "empty_scope": Code("g()", {}), "i32": -(2**31), "ts": Timestamp(2**32 - 1, 7),
-        "i64": Int64(2**63 - 1), "dec": Decimal128("-0"), "dec_nan": Decimal128("NaN"),
-        "dec_inf": Decimal128("-Infinity"), "min": MinKey(), "max": MaxKey(),
-    }  # fmt: skip
+        "empty_scope": Code("g()", {}),
+        "i32": -(2**31),
+        "ts": Timestamp(2**32 - 1, 7),
+        "i64": Int64(2**63 - 1),
+        "dec": Decimal128("-0"),
+        "dec_nan": Decimal128("NaN"),
+        "dec_inf": Decimal128("-Infinity"),
+        "min": MinKey(),
+        "max": MaxKey(),
+    }
     r = Replica("writer")
     change = r.apply_diff(diff({"op": "replace", "value": doc}))
     assert change is not None
@@ -323,16 +360,25 @@ def test_field_order_is_kept_as_written() -> None:
     changes = [r.apply_diff(diff({"op": "replace", "value": doc}))]
     assert r.snapshot() == bson.encode(doc)
     # A new field goes last, an existing one keeps its place, "at" moves or places one.
-    changes.append(r.apply_diff(diff(
-        {"op": "set", "path": ["b"], "value": 7},
-        {"op": "set", "path": ["z"], "value": 8},
-        {"op": "set", "path": ["m", "c"], "value": 9, "at": 1},
-        {"op": "set", "path": ["0"], "value": 10, "at": 0},
-        {"op": "set", "path": ["$x"], "value": 11, "at": 99},
-    )))  # fmt: skip
+    changes.append(
+        r.apply_diff(
+            diff(
+                {"op": "set", "path": ["b"], "value": 7},
+                {"op": "set", "path": ["z"], "value": 8},
+                {"op": "set", "path": ["m", "c"], "value": 9, "at": 1},
+                {"op": "set", "path": ["0"], "value": 10, "at": 0},
+                {"op": "set", "path": ["$x"], "value": 11, "at": 99},
+            )
+        )
+    )
     expected = {
-        "0": 10, "z": 8, "a": 2, "m": {"y": 1, "c": 9, "b": 2, "é": 3, "": 4}, "b": 7, "$x": 11,
-    }  # fmt: skip
+        "0": 10,
+        "z": 8,
+        "a": 2,
+        "m": {"y": 1, "c": 9, "b": 2, "é": 3, "": 4},
+        "b": 7,
+        "$x": 11,
+    }
     assert list(decode_document(r.snapshot())) == list(expected)
     assert_everywhere(r, [c for c in changes if c is not None], bson.encode(expected))
 
@@ -378,10 +424,11 @@ def _exchange(replicas: list[Replica], updates: list[list[bytes]], order: list[i
 
 @given(
     base=st.lists(st.sampled_from("abcdef"), unique=True, max_size=4),
-    adds=st.lists(st.lists(st.sampled_from("ghijklmn"), unique=True, max_size=4), min_size=2,
-                  max_size=3),
+    adds=st.lists(
+        st.lists(st.sampled_from("ghijklmn"), unique=True, max_size=4), min_size=2, max_size=3
+    ),
     order=st.permutations([0, 1, 2]),
-)  # fmt: skip
+)
 @SETTINGS
 def test_concurrent_field_adds_get_one_deterministic_order(
     base: list[str], adds: list[list[str]], order: list[int]

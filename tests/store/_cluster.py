@@ -150,12 +150,26 @@ class GatewayProcess:
         env = {k: v for k, v in os.environ.items() if not k.startswith("VIRTUALDOM_")}
         with open(self.log, "ab") as out:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "virtualdom.server.cli", "serve", "--store", self.url,
-                 "--data-dir", str(self.data_dir), "--address", self.address,
-                 # Several gateways on one host: the HTTP/WebSocket listener on a port of its own.
-                 "--http-address", f"127.0.0.1:{self.http_port}", *self.extra],
-                stdout=out, stderr=subprocess.STDOUT, env=env,
-            )  # fmt: skip
+                [
+                    sys.executable,
+                    "-m",
+                    "virtualdom.server.cli",
+                    "serve",
+                    "--store",
+                    self.url,
+                    "--data-dir",
+                    str(self.data_dir),
+                    "--address",
+                    self.address,
+                    # Several gateways on one host: each HTTP/WebSocket listener on its own port.
+                    "--http-address",
+                    f"127.0.0.1:{self.http_port}",
+                    *self.extra,
+                ],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=env,
+            )
         async with channel(self.port) as ch:
             try:
                 await asyncio.wait_for(ch.channel_ready(), 60)

@@ -56,8 +56,9 @@ def where(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 
 @contextlib.asynccontextmanager
-async def opened(where: str, hook: Callable[[list[StoredChange]], None] | None = None
-                 ) -> AsyncIterator[Store]:  # fmt: skip
+async def opened(
+    where: str, hook: Callable[[list[StoredChange]], None] | None = None
+) -> AsyncIterator[Store]:
     store = open_store(GatewayConfig(store=where))
     await store.open(hook)
     try:
@@ -67,8 +68,17 @@ async def opened(where: str, hook: Callable[[list[StoredChange]], None] | None =
 
 
 def change(node: bytes, version: int, request_id: str = "", payload: bytes = b"u") -> StoredChange:
-    return StoredChange(node, version, "alice", 1, b"\x05\x00\x00\x00\x00", b"d",
-                        payload + bytes([version % 256]), {"k": "v"}, request_id)  # fmt: skip
+    return StoredChange(
+        node,
+        version,
+        "alice",
+        1,
+        b"\x05\x00\x00\x00\x00",
+        b"d",
+        payload + bytes([version % 256]),
+        {"k": "v"},
+        request_id,
+    )
 
 
 @async_test()

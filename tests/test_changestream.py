@@ -162,7 +162,10 @@ def test_plan_applies_the_callers_read_grants():
 
 def test_the_driver_yields_snapshot_catch_up_live_changes_heartbeats_then_ends_resumable(tmp_path):
     async def body() -> None:
-        cfg = GatewayConfig(address="127.0.0.1:0", data_dir=str(tmp_path), heartbeat_ms=50)
+        # The actor a Gateway derives from its store at start (this test runs the core alone).
+        cfg = GatewayConfig(
+            address="127.0.0.1:0", data_dir=str(tmp_path), heartbeat_ms=50, actor="gateway"
+        )
         feed = ChangeFeed(cfg.feed_capacity)
         store = SqliteStore(cfg.data_dir, on_commit=feed.publish)
         documents = Documents(store, cfg)

@@ -245,11 +245,11 @@ def code_of(exc: BaseException | None) -> grpc.StatusCode:
     """The status code an HTTP call's access-log line and metrics record: OK without an
     error, CANCELLED when the client went away, INTERNAL for an unexpected exception."""
     if exc is None:
-        return grpc.StatusCode.OK
+        return OK
     if isinstance(exc, asyncio.CancelledError):
-        return grpc.StatusCode.CANCELLED
+        return CANCELLED
     mapped = status_of(exc)
-    return grpc.StatusCode.INTERNAL if mapped is None else mapped[0]
+    return INTERNAL if mapped is None else mapped[0]
 
 
 def http_error(exc: BaseException, request_id: str = "") -> tuple[int, dict[str, Any]]:

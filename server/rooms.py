@@ -12,6 +12,7 @@ from typing import Any
 import bson
 from bson import json_util
 
+from .changestream import next_entries
 from .core.room import Rooms
 from .feed import ChangeFeed
 
@@ -20,14 +21,14 @@ __all__ = ["awareness_client", "bson_of_state", "gateway_rooms", "state_of_bson"
 
 def gateway_rooms(feed: ChangeFeed, gateway: Any, batch: int) -> Rooms:
     """Rooms whose followers read the feed (and the store, past its window) through
-    ``gateway.next_entries``, as change streams and session catch-ups do."""
+    :func:`.changestream.next_entries`, as change streams and session catch-ups do."""
 
     async def changes(node_id: bytes, pos: int) -> AsyncIterator[Sequence[Any]]:
         follower = feed.follow(node_id, None)
         try:
             while True:
                 follower.wake.clear()
-                entries, pos = await gateway.next_entries(follower, pos, batch)
+                entries, pos = await next_entries(feed, gateway.store, follower, pos, batch)
                 if not entries:
                     await follower.wake.wait()
                     continue

@@ -30,12 +30,11 @@ from .changestream import (
     Snapshot,
     Snapshots,
     StreamRequest,
-    next_entries,
 )
 from .config import GatewayConfig
 from .documents import Documents, WriteResult
 from .errors import BadRequest, status_for
-from .feed import ChangeFeed, Entry, Follower
+from .feed import ChangeFeed
 from .operations import Operations, WriteCall
 from .store import Store
 
@@ -205,13 +204,6 @@ class MemoryGateway:
     def close_streams(self) -> None:
         """Shutting down: every change stream ends with a resumable status."""
         self.streams.close()
-
-    async def next_entries(
-        self, follower: Follower, pos: int, limit: int
-    ) -> tuple[list[Entry], int]:
-        """A follower's next committed entries (:func:`.changestream.next_entries`), for the
-        session code that holds the gateway."""
-        return await next_entries(self.feed, self.store, follower, pos, limit)
 
 
 def stream_request(request: pb.SubscribeRequest) -> StreamRequest:

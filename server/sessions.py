@@ -35,6 +35,7 @@ from virtualdom.engine.values import DEFAULT_MAX_DEPTH
 from virtualdom.v1 import gateway_pb2 as pb
 
 from .auth import caller
+from .changestream import next_entries
 from .config import GatewayConfig
 from .core.room import Member, Room, Rooms
 from .core.ywire import AwarenessEntry
@@ -528,7 +529,7 @@ class SessionService:
         fan-out); raises what stops it (Compacted, a store error)."""
         while True:
             follower.wake.clear()
-            entries, pos = await self.gateway.next_entries(follower, pos, limit)
+            entries, pos = await next_entries(self.feed, self.documents.store, follower, pos, limit)
             if not entries:
                 # Caught up: back into the fan-out, with no await since the read (gap-free).
                 if m.room is not None and m.core is not None and m.room.rejoin(m.core, pos):
